@@ -1,0 +1,1 @@
+"""Pipeline entry points (console scripts and `python -m beam_jobs.<job>`)."""

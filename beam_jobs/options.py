@@ -1,0 +1,289 @@
+"""Command-line options, YAML config merging and launch-time validation."""
+
+import argparse
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from typing import List, Optional, Sequence
+
+import yaml
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import (DirectOptions,
+                                                  PipelineOptions)
+
+from transforms import paths
+from transforms.decode import DEFAULT_MAX_PIXELS
+from transforms.encode import FORMATS
+from transforms.models.loader import DEFAULT_MODEL
+from transforms.records import StyleRef
+from transforms.styles import DEFAULT_STYLE_SIZE
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+  """A configuration mistake, found before any work; the message says the fix."""
+
+
+class StylizeOptions(PipelineOptions):
+  """The job's own flags; Beam's flags (--runner, ...) pass through."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument(
+        '--input', action='append', default=None,
+        help='Image file, folder (all images below it, recursively) or glob. '
+        'Repeatable.')
+    parser.add_argument(
+        '--input_list', action='append', default=None,
+        help='Text file with one image URI per line ("#" comments and blank '
+        'lines ignored). Repeatable.')
+    parser.add_argument(
+        '--style', action='append', default=None,
+        help='Style image. Repeatable: each input is stylized with each style.')
+    parser.add_argument('--output', default=None, help='Output folder.')
+    parser.add_argument(
+        '--model', default=DEFAULT_MODEL,
+        help='"builtin", a local SavedModel folder, or a TF Hub handle.')
+    parser.add_argument(
+        '--max_size', type=int, default=1024,
+        help='Long side of the output in pixels; never upscales. 0 keeps the '
+        'input size.')
+    parser.add_argument('--style_size', type=int, default=DEFAULT_STYLE_SIZE,
+                        help='Side of the square the style image is fitted to.')
+    parser.add_argument('--output_format', default='jpg',
+                        choices=sorted(FORMATS),
+                        help='Output format.')
+    parser.add_argument('--jpeg_quality', type=int, default=90,
+                        help='Quality for jpg and webp outputs, 1-100.')
+    parser.add_argument('--batch_size', type=int, default=4,
+                        help='Images per model call (same-shape images).')
+    parser.add_argument(
+        '--max_input_pixels', type=int, default=DEFAULT_MAX_PIXELS,
+        help='Inputs with more pixels fail as possible decompression bombs.')
+    parser.add_argument(
+        '--tf_threads', type=int, default=0,
+        help='TF intra-op threads per worker process; 0: cores divided by '
+        'the number of local worker processes (TF default elsewhere).')
+    parser.add_argument('--config', default=None,
+                        help='YAML file with the same keys; the command line '
+                        'wins.')
+
+
+@dataclasses.dataclass
+class JobConfig:
+  """Validated, resolved settings the pipeline is built from."""
+  input_specs: List[paths.InputSpec]
+  input_lists: List[str]
+  base: str
+  styles: List[StyleRef]
+  output: str
+  model: str
+  max_size: Optional[int]
+  style_size: int
+  output_format: str
+  jpeg_quality: int
+  batch_size: int
+  max_input_pixels: int
+  tf_threads: int
+  run_id: str
+
+
+# ----------------------------------------------------------------- config --
+
+def _flag_present(argv: Sequence[str], key: str) -> bool:
+  flag = f'--{key}'
+  return any(a == flag or a.startswith(flag + '=') for a in argv)
+
+
+def _config_path(argv: Sequence[str]) -> Optional[str]:
+  for i, arg in enumerate(argv):
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+  return None
+
+
+def known_option_names() -> set:
+  names = set()
+  for cls in PipelineOptions.__subclasses__() + [StylizeOptions]:
+    parser = argparse.ArgumentParser()
+    cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    for action in parser._actions:  # pylint: disable=protected-access
+      names.add(action.dest)
+  return names
+
+
+def merge_config(argv: Sequence[str]) -> List[str]:
+  """argv with the --config YAML's keys added where argv does not set them.
+
+  A list value becomes a repeated flag; true becomes a bare flag; false and
+  null are left out.
+
+  Raises:
+    ConfigError: unreadable file, not a mapping, or an unknown key.
+  """
+  argv = list(argv)
+  path = _config_path(argv)
+  if not path:
+    return argv
+  try:
+    with open(path, encoding='utf-8') as f:
+      data = yaml.safe_load(f) or {}
+  except OSError as e:
+    raise ConfigError(f'cannot read --config {path!r}: {e.strerror}') from None
+  except yaml.YAMLError as e:
+    raise ConfigError(f'--config {path!r} is not valid YAML: {e}') from None
+  if not isinstance(data, dict):
+    raise ConfigError(f'--config {path!r} must be a mapping of option names '
+                      'to values')
+  known = known_option_names()
+  unknown = sorted(k for k in data if k not in known)
+  if unknown:
+    raise ConfigError(f'--config {path!r} has unknown key(s) {unknown}; keys '
+                      'are the flag names without "--", e.g. input, style, '
+                      'output, model.')
+  extra = []
+  for key, value in data.items():
+    if key == 'config' or _flag_present(argv, key):
+      continue
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+      if v is None or v is False:
+        continue
+      extra.append(f'--{key}' if v is True else f'--{key}={v}')
+  return extra + argv
+
+
+# ------------------------------------------------------------- validation --
+
+def _check_readable_file(uri: str, what: str) -> None:
+  if not FileSystems.exists(uri):
+    raise ConfigError(f'{what} {uri!r} does not exist.')
+
+
+def _probe_output_writable(output: str) -> None:
+  probe = paths.join(output, f'.stylize-write-test-{uuid.uuid4().hex[:8]}')
+  try:
+    with FileSystems.create(probe) as f:
+      f.write(b'ok')
+    FileSystems.delete([probe])
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(
+        f'--output {output!r} is not writable: {type(e).__name__}: '
+        f'{str(e).strip().splitlines()[0] if str(e).strip() else ""}') from None
+
+
+def default_tf_threads(options: PipelineOptions) -> int:
+  """Cores shared among the local worker processes; 0 (TF's own) otherwise."""
+  direct = options.view_as(DirectOptions)
+  if getattr(direct, 'direct_running_mode', None) == 'multi_processing':
+    workers = max(1, direct.direct_num_workers or 1)
+    return max(1, (os.cpu_count() or 1) // workers)
+  return 0
+
+
+def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
+  """Checks every setting before any work; returns the resolved JobConfig.
+
+  Raises:
+    ConfigError: the first problem found, with what to do about it.
+  """
+  o = options.view_as(StylizeOptions)
+  inputs = o.input or []
+  lists = o.input_list or []
+  if not inputs and not lists:
+    raise ConfigError('no inputs: give --input (file, folder or glob) or '
+                      '--input_list.')
+  if not o.output:
+    raise ConfigError('no --output folder given.')
+  if not o.style:
+    raise ConfigError('no --style given: name at least one style image.')
+  if o.max_size is not None and o.max_size < 0:
+    raise ConfigError(f'--max_size must be positive (or 0 to keep the input '
+                      f'size), got {o.max_size}.')
+  if not 16 <= o.style_size <= 2048:
+    raise ConfigError(f'--style_size must be between 16 and 2048, got '
+                      f'{o.style_size}.')
+  if not 1 <= o.jpeg_quality <= 100:
+    raise ConfigError(f'--jpeg_quality must be between 1 and 100, got '
+                      f'{o.jpeg_quality}.')
+  if not 1 <= o.batch_size <= 256:
+    raise ConfigError(f'--batch_size must be between 1 and 256, got '
+                      f'{o.batch_size}.')
+  if o.max_input_pixels < 1:
+    raise ConfigError('--max_input_pixels must be positive.')
+  if o.tf_threads < 0:
+    raise ConfigError('--tf_threads must be 0 (automatic) or positive.')
+
+  specs = []
+  for arg in inputs:
+    spec = paths.make_input_spec(arg)
+    if not FileSystems.match([spec.pattern], limits=[1])[0].metadata_list:
+      raise ConfigError(f'--input {arg!r} matched no files.')
+    specs.append(spec)
+  for list_file in lists:
+    _check_readable_file(list_file, '--input_list')
+  for spec in specs:
+    if not spec.explicit and paths.is_within(o.output, spec.root):
+      raise ConfigError(
+          f'--output {o.output!r} is inside the input folder {spec.root!r}: '
+          'a rerun would stylize the outputs. Choose an output folder '
+          'outside the inputs.')
+
+  style_uris = [paths.absolute(s) for s in o.style]
+  labels = paths.style_labels(style_uris)
+  styles = [StyleRef(uri=u, label=l) for u, l in zip(style_uris, labels)]
+  from transforms.styles import load_style_image
+  style_pixels = []
+  for style in styles:
+    _check_readable_file(style.uri, '--style')
+    try:
+      style_pixels.append(load_style_image(style.uri, o.style_size))
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigError(f'--style {style.uri!r} is not a readable image: '
+                        f'{e}') from None
+
+  _probe_output_writable(o.output)
+
+  tf_threads = o.tf_threads or default_tf_threads(options)
+  if check_model:
+    _check_model(o.model, style_pixels[0], tf_threads)
+
+  return JobConfig(
+      input_specs=specs, input_lists=list(lists),
+      base=paths.common_base([s.root for s in specs]), styles=styles,
+      output=paths.absolute(paths.join(o.output)), model=o.model,
+      max_size=o.max_size or None, style_size=o.style_size,
+      output_format=o.output_format, jpeg_quality=o.jpeg_quality,
+      batch_size=o.batch_size, max_input_pixels=o.max_input_pixels,
+      tf_threads=tf_threads,
+      run_id=new_run_id())
+
+
+def new_run_id() -> str:
+  return f'{time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())}-{uuid.uuid4().hex[:6]}'
+
+
+def _check_model(handle: str, style, tf_threads: int) -> None:
+  """Loads the model once and runs one tiny call, so a bad handle fails now."""
+  import numpy as np
+  from transforms.models.base import ModelLoadError
+  from transforms.models.loader import load_stylizer
+  from transforms.stylize import configure_tf_threads
+  configure_tf_threads(tf_threads)
+  try:
+    stylizer = load_stylizer(handle)
+  except ModelLoadError as e:
+    raise ConfigError(f'--model: {e}') from None
+  try:
+    stylizer.stylize(np.full((1, 64, 64, 3), 128, np.uint8),
+                     stylizer.prepare_style(style))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(
+        f'--model {handle!r} loaded but failed on a 64x64 test image: '
+        f'{type(e).__name__}: {e}. Is it a style-transfer model with the '
+        'TF Hub Magenta convention model(content, style)[0]?') from None

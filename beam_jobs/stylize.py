@@ -1,0 +1,114 @@
+"""The stylize job: images in, stylized images and a manifest out."""
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import List, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_jobs.options import ConfigError, JobConfig, merge_config, validate
+from transforms import paths
+from transforms.decode import ReadAndDecode
+from transforms.encode import EncodeAndWrite
+from transforms.inputs import ListInputs
+from transforms.manifest import SUMMARY_NAME, WriteManifest
+from transforms.stylize import Stylize
+
+logger = logging.getLogger(__name__)
+
+
+def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
+  """Wires the stages; no I/O happens here."""
+  files, ignored = p | 'ListInputs' >> ListInputs(
+      job.input_specs, job.input_lists, job.base)
+  decoded, decode_failed = files | 'ReadAndDecode' >> ReadAndDecode(
+      job.max_size, job.max_input_pixels)
+  stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
+      job.model, job.styles, job.style_size, job.batch_size, job.tf_threads)
+  ok_rows, write_failed = stylized | 'EncodeAndWrite' >> EncodeAndWrite(
+      job.output, job.output_format, job.jpeg_quality, job.model)
+  failures = ((decode_failed, stylize_failed, write_failed)
+              | 'AllFailures' >> beam.Flatten())
+  info = {
+      'run_id': job.run_id,
+      'model': job.model,
+      'output': job.output,
+      'styles': [{'uri': s.uri, 'label': s.label} for s in job.styles],
+      'output_format': job.output_format,
+      'max_size': job.max_size,
+  }
+  _ = (ok_rows, failures, ignored) | 'WriteManifest' >> WriteManifest(
+      job.output, job.styles, job.model, info)
+
+
+def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
+  argv = merge_config(list(sys.argv[1:] if argv is None else argv))
+  return PipelineOptions(argv)
+
+
+def run(argv: Optional[Sequence[str]] = None,
+        test_pipeline: Optional[beam.Pipeline] = None,
+        check_model: bool = True):
+  """Parses, validates, builds and runs the job; returns the PipelineResult.
+
+  Raises:
+    ConfigError: a configuration mistake, before any work.
+  """
+  options = parse(argv)
+  job = validate(options, check_model=check_model)
+  start = time.time()
+  p = test_pipeline or beam.Pipeline(options=options)
+  build_pipeline(p, job)
+  result = p.run()
+  result.wait_until_finish()
+  result.elapsed_s = time.time() - start  # For the closing summary.
+  result.job = job
+  return result
+
+
+def read_summary(output: str) -> dict:
+  with FileSystems.open(paths.join(output, SUMMARY_NAME)) as f:
+    return json.loads(f.read().decode('utf-8'))
+
+
+def format_summary(summary: dict, elapsed_s: float) -> str:
+  counts = summary['counts']
+  total = summary['total']
+  rate = counts.get('ok', 0) / elapsed_s if elapsed_s > 0 else 0.0
+  lines = [
+      f"stylize run {summary['run_id']}: {total} (input, style) pairs in "
+      f'{elapsed_s:.1f}s ({rate:.2f} images/s)',
+      f"  ok {counts.get('ok', 0)}   failed {counts.get('failed', 0)}   "
+      f"skipped {counts.get('skipped', 0)}   ignored files "
+      f"{summary.get('files_ignored', 0)}",
+      f"  output: {summary['output']}",
+  ]
+  for reason in summary.get('top_failure_reasons', [])[:5]:
+    lines.append(f"  failed x{reason['count']}: {reason['reason']}")
+  return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  # TF's C++ INFO/WARNING lines drown the job's own output; errors still show
+  # and surface as Python exceptions. Must be set before TF is imported.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  logging.basicConfig(level=logging.WARNING,
+                      format='%(levelname)s %(name)s: %(message)s')
+  logging.getLogger('beam_jobs').setLevel(logging.INFO)
+  try:
+    result = run(argv)
+  except ConfigError as e:
+    print(f'stylize: error: {e}', file=sys.stderr)
+    return 2
+  summary = read_summary(result.job.output)
+  print(format_summary(summary, result.elapsed_s))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,35 @@
+"""Packaging for stylize; also what Dataflow ships with --setup_file."""
+
+import setuptools
+
+setuptools.setup(
+    name='stylize',
+    version='0.1.0',
+    description='Restyle photo archives with TF Hub style-transfer models on '
+    'Apache Beam.',
+    packages=setuptools.find_packages(include=['beam_jobs', 'beam_jobs.*',
+                                               'transforms', 'transforms.*']),
+    python_requires='>=3.10,<3.13',
+    install_requires=[
+        'apache-beam[gcp]>=2.60,<3',
+        'tensorflow>=2.16,<2.22',
+        'tensorflow-hub>=0.16,<0.17',
+        # tensorflow_hub needs Keras 2 when TF ships Keras 3.
+        'tf-keras>=2.16,<2.22',
+        'pillow>=10.1,<13',
+        'numpy>=1.24',
+        'pyyaml>=6',
+    ],
+    extras_require={
+        'test': [
+            'pytest>=8',
+            'pytest-timeout>=2.3',
+            'psutil>=5.9',
+        ],
+    },
+    entry_points={
+        'console_scripts': [
+            'stylize=beam_jobs.stylize:main',
+        ],
+    },
+)

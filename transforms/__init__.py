@@ -1,0 +1,1 @@
+"""Beam transforms, DoFns and model adapters for the stylize pipeline."""

@@ -1,0 +1,1 @@
+"""Model adapters: each model source (builtin, SavedModel, TF Hub) is one adapter."""

@@ -1,0 +1,51 @@
+"""Adapter for models with TF Hub's Magenta convention, loaded with hub.load."""
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from transforms.models.base import ModelLoadError, Stylizer
+
+logger = logging.getLogger(__name__)
+
+
+class HubStylizer(Stylizer):
+  """`model(content, style)[0]`, float32 images in [0, 1].
+
+  Serves TF Hub handles (URLs), local SavedModel directories and the builtin
+  model: all of them go through `tensorflow_hub.load`.
+  """
+
+  def __init__(self, handle: str, path: str = None):
+    """Loads the model.
+
+    Args:
+      handle: the --model value (recorded in the manifest).
+      path: what hub.load gets, when it differs from handle (builtin).
+    """
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    self.handle = handle
+    self._tf = tf
+    target = path or handle
+    try:
+      self._model = hub.load(target)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ModelLoadError(
+          f'could not load model {handle!r} with tensorflow_hub.load: '
+          f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'
+          '. Give --model a local SavedModel directory, a reachable TF Hub '
+          'handle, or "builtin".') from e
+    if not callable(self._model):
+      raise ModelLoadError(
+          f'model {handle!r} loaded but is not callable as model(content, '
+          'style); it does not follow the TF Hub Magenta convention.')
+
+  def prepare_style(self, style: np.ndarray) -> Any:
+    # The style tensor is built once per worker and reused for every batch.
+    return self._tf.constant(style[np.newaxis].astype(np.float32))
+
+  def stylize_batch(self, content: np.ndarray, style_state: Any) -> np.ndarray:
+    outputs = self._model(self._tf.constant(content), style_state)
+    return outputs[0].numpy()

@@ -1,0 +1,46 @@
+"""Resolves a --model value to the adapter that loads it."""
+
+import logging
+import os
+
+from transforms.models.base import ModelLoadError, Stylizer
+from transforms.models import builtin
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = ('https://tfhub.dev/google/magenta/'
+                 'arbitrary-image-stylization-v1-256/2')
+
+
+def describe_model(handle: str) -> str:
+  """What kind of model a handle names: 'builtin', 'savedmodel', 'hub'."""
+  if handle == builtin.BUILTIN_NAME:
+    return 'builtin'
+  if '://' in handle and not handle.startswith('file://'):
+    return 'hub'
+  return 'savedmodel'
+
+
+def load_stylizer(handle: str) -> Stylizer:
+  """Loads the model named by handle.
+
+  Raises:
+    ModelLoadError: with a message that says what to fix.
+  """
+  from transforms.models.hub_model import HubStylizer
+  kind = describe_model(handle)
+  if kind == 'builtin':
+    return HubStylizer(handle, path=builtin.ensure_builtin())
+  if kind == 'savedmodel':
+    path = handle[len('file://'):] if handle.startswith('file://') else handle
+    if not os.path.exists(path):
+      raise ModelLoadError(
+          f'model path {path!r} does not exist. Give --model a SavedModel '
+          'directory, a TF Hub handle (https://...), or "builtin".')
+    if os.path.isdir(path) and not os.path.exists(
+        os.path.join(path, 'saved_model.pb')):
+      raise ModelLoadError(
+          f'{path!r} is a directory without saved_model.pb, so it is not a '
+          'TF SavedModel.')
+    return HubStylizer(handle, path=path)
+  return HubStylizer(handle)

@@ -1,0 +1,113 @@
+"""Typed records that flow between the pipeline's stages."""
+
+import dataclasses
+import enum
+import posixpath
+from typing import Dict, Optional
+
+import numpy as np
+
+
+class Status(str, enum.Enum):
+  """What happened to one (input, style) pair."""
+  OK = 'ok'
+  FAILED = 'failed'
+  SKIPPED = 'skipped'
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+  """One image to stylize.
+
+  Attributes:
+    uri: where the image is read from (local path or gs:// URI).
+    rel: path of the image relative to its input root, with '/' separators;
+      outputs keep it so that equal file names in different folders never
+      collide.
+    size_bytes: size reported by the file system listing (-1 if unknown).
+    mtime: last-modified time reported by the listing (0 if unknown).
+    out_stem: output path below the style folder, without extension;
+      defaults to rel without its extension.
+  """
+  uri: str
+  rel: str
+  size_bytes: int = -1
+  mtime: float = 0.0
+  out_stem: str = ''
+
+  def __post_init__(self):
+    if not self.out_stem:
+      object.__setattr__(self, 'out_stem', posixpath.splitext(self.rel)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleRef:
+  """A style image as named on the command line.
+
+  Attributes:
+    uri: where the style image is read from.
+    label: short unique name used in output paths (the file stem).
+  """
+  uri: str
+  label: str
+
+
+@dataclasses.dataclass
+class DecodedImage:
+  """A decoded, oriented, RGB, resized content image (uint8 HxWx3)."""
+  input: InputFile
+  pixels: np.ndarray
+  source_width: int
+  source_height: int
+  timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class StylizedImage:
+  """One stylized output (uint8 HxWx3) for one (input, style) pair."""
+  input: InputFile
+  style: StyleRef
+  pixels: np.ndarray
+  source_width: int = 0
+  source_height: int = 0
+  timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Failure:
+  """A stage failed for an input: for one style, or for all (style None)."""
+  input: InputFile
+  error: str
+  style: Optional[StyleRef] = None
+  source_width: Optional[int] = None
+  source_height: Optional[int] = None
+  timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class ManifestRow:
+  """One manifest line: the fate of one (input, style) pair."""
+  input: str
+  style: str
+  status: Status
+  model: str
+  output: Optional[str] = None
+  error: Optional[str] = None
+  width: Optional[int] = None
+  height: Optional[int] = None
+  source_width: Optional[int] = None
+  source_height: Optional[int] = None
+  timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+  def to_json_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d['status'] = self.status.value
+    d['timings'] = {k: round(v, 4) for k, v in self.timings.items()}
+    return d
+
+
+def describe_error(exc: BaseException) -> str:
+  """A one-line, readable reason for a failed row."""
+  text = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+  name = type(exc).__name__
+  return f'{name}: {text}' if text else name

@@ -1,0 +1,167 @@
+"""Stylizing decoded images in batches, with the model loaded once per worker."""
+
+import collections
+import logging
+import os
+import threading
+import time
+from typing import Dict, Iterable, List, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+
+from transforms.records import (DecodedImage, Failure, StyleRef, StylizedImage,
+                                describe_error)
+from transforms.styles import load_style_image
+
+logger = logging.getLogger(__name__)
+
+FAILED = 'failed'
+
+
+def configure_tf_threads(threads: int) -> None:
+  """Caps TF's thread pools so parallel workers do not oversubscribe cores.
+
+  0 leaves TF's defaults. Only possible before TF runs its first op in the
+  process; later calls are ignored (logged), e.g. in a launcher that already
+  validated the model in-process.
+  """
+  if not threads:
+    return
+  import tensorflow as tf
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+  except RuntimeError as e:
+    logger.debug('TF threads already fixed in this process: %s', e)
+
+
+class LoadedModel:
+  """A worker's model and its prepared styles (weak-referenceable for Shared)."""
+
+  def __init__(self, stylizer, style_states: Dict[str, object]):
+    self.stylizer = stylizer
+    self.style_states = style_states
+    self.pid = os.getpid()
+    self.load_reported = False
+    self.lock = threading.Lock()
+
+
+def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
+                          style_size: int, tf_threads: int) -> LoadedModel:
+  """Loads the model and prepares every style once (per worker process)."""
+  from transforms.models.loader import load_stylizer
+  configure_tf_threads(tf_threads)
+  start = time.perf_counter()
+  stylizer = load_stylizer(model_handle)
+  states = {
+      s.label: stylizer.prepare_style(load_style_image(s.uri, style_size))
+      for s in styles
+  }
+  logger.info('Loaded model %s and %d styles in pid %d in %.2fs', model_handle,
+              len(styles), os.getpid(), time.perf_counter() - start)
+  return LoadedModel(stylizer, states)
+
+
+class StylizeBatches(beam.DoFn):
+  """List[DecodedImage] -> StylizedImage per (image, style); 'failed' Failures.
+
+  Images of one shape are stacked into one model call per style; a batch
+  whose call fails is retried image by image so that only the image that
+  fails again is reported.
+  """
+
+  def __init__(self, model_handle: str, styles: Sequence[StyleRef],
+               style_size: int, tf_threads: int):
+    self._model_handle = model_handle
+    self._styles = list(styles)
+    self._style_size = style_size
+    self._tf_threads = tf_threads
+    self._shared = shared.Shared()
+    self._model = None
+    self._loads = Metrics.counter('stylize', 'model_loads')
+    self._load_pids = Metrics.string_set('stylize', 'model_load_pids')
+    self._latency = Metrics.distribution('stylize', 'inference_ms_per_image')
+    self._ok = Metrics.counter('stylize', 'stylized')
+
+  def _load(self) -> LoadedModel:
+    return load_model_and_styles(self._model_handle, self._styles,
+                                 self._style_size, self._tf_threads)
+
+  def setup(self):
+    # One load per process: DoFn instances on other threads share it.
+    self._model = self._shared.acquire(
+        self._load,
+        tag=(self._model_handle, tuple(self._styles), self._style_size))
+
+  def _report_load(self):
+    # Metrics are recorded in process(), where a metrics context exists.
+    if not self._model.load_reported:
+      with self._model.lock:
+        if not self._model.load_reported:
+          self._loads.inc()
+          self._load_pids.add(str(self._model.pid))
+          self._model.load_reported = True
+
+  def process(self, batch: List[DecodedImage]) -> Iterable:
+    self._report_load()
+    groups = collections.defaultdict(list)
+    for item in batch:
+      groups[item.pixels.shape].append(item)
+    for items in groups.values():
+      for style in self._styles:
+        yield from self._run(items, style)
+
+  def _run(self, items: List[DecodedImage], style: StyleRef) -> Iterable:
+    model = self._model
+    start = time.perf_counter()
+    try:
+      out = model.stylizer.stylize(
+          np.stack([i.pixels for i in items]), model.style_states[style.label])
+    except Exception as e:  # pylint: disable=broad-except
+      if len(items) > 1:
+        logger.warning('Batch of %d failed (%s); retrying one by one.',
+                       len(items), describe_error(e))
+        for item in items:
+          yield from self._run([item], style)
+        return
+      item = items[0]
+      yield beam.pvalue.TaggedOutput(FAILED, Failure(
+          input=item.input, style=style,
+          error=f'stylize: {describe_error(e)}',
+          source_width=item.source_width, source_height=item.source_height,
+          timings=dict(item.timings)))
+      return
+    per_image = (time.perf_counter() - start) / len(items)
+    self._latency.update(int(per_image * 1000))
+    for item, pixels in zip(items, out):
+      self._ok.inc()
+      timings = dict(item.timings)
+      timings['stylize_s'] = per_image
+      yield StylizedImage(input=item.input, style=style, pixels=pixels,
+                          timings=timings, source_width=item.source_width,
+                          source_height=item.source_height)
+
+
+class Stylize(beam.PTransform):
+  """PCollection[DecodedImage] -> (PCollection[StylizedImage], failed Failures).
+
+  Batches with Beam's BatchElements, inside each bundle, so decoded pixels
+  are never shuffled between workers to form batches.
+  """
+
+  def __init__(self, model_handle: str, styles: Sequence[StyleRef],
+               style_size: int, batch_size: int, tf_threads: int):
+    super().__init__()
+    self._fn = StylizeBatches(model_handle, styles, style_size, tf_threads)
+    self._batch_size = batch_size
+
+  def expand(self, decoded):
+    results = (
+        decoded
+        | 'Batch' >> beam.BatchElements(
+            min_batch_size=1, max_batch_size=self._batch_size)
+        | 'RunModel' >> beam.ParDo(self._fn).with_outputs(FAILED, main='ok'))
+    return results.ok, results[FAILED]
