@@ -117,10 +117,6 @@ def decode_image(data: bytes,
         'decompression bomb')
   if width < 1 or height < 1:
     raise DecodeError(f'image has no pixels ({width}x{height})')
-  # The source size is that of the full oriented image, read from the header
-  # before draft mode shrinks the decode.
-  src_w, src_h = (height, width) if _orientation(im) in (5, 6, 7, 8) else (
-      width, height)
   try:
     if getattr(im, 'n_frames', 1) > 1:
       im.seek(0)  # Animations: the first frame.
@@ -134,6 +130,11 @@ def decode_image(data: bytes,
     im.load()
   except (OSError, SyntaxError, ValueError, EOFError) as e:
     raise DecodeError(f'corrupt or truncated image data ({e})') from None
+  # The source size is that of the full oriented image: the header's size,
+  # not the draft's. EXIF is read after load(): for PNG, getexif() loads the
+  # pixels itself and would hide a decode error.
+  src_w, src_h = (height, width) if _orientation(im) in (5, 6, 7, 8) else (
+      width, height)
   try:
     im = ImageOps.exif_transpose(im)
   except Exception as e:  # pylint: disable=broad-except

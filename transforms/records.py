@@ -106,8 +106,21 @@ class ManifestRow:
     return d
 
 
-def describe_error(exc: BaseException) -> str:
-  """A one-line, readable reason for a failed row."""
-  text = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+_NOISE = ('Graph execution error', 'Detected at node', '<stack traces',
+          'File "', 'Traceback', '[[{{node', '[[')
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+  """A one-line, readable reason for a failed row.
+
+  TensorFlow errors start with 'Graph execution error:' and a node trace; the
+  line that says what went wrong comes later, so noise lines are skipped.
+  """
+  text = str(getattr(exc, 'message', None) or exc)
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  useful = [l for l in lines if not l.startswith(_NOISE)]
+  line = (useful or lines or [''])[0]
+  if len(line) > limit:
+    line = line[:limit - 3] + '...'
   name = type(exc).__name__
-  return f'{name}: {text}' if text else name
+  return f'{name}: {line}' if line else name

@@ -1,6 +1,7 @@
 """Stylizing decoded images in batches, with the model loaded once per worker."""
 
 import collections
+import json
 import logging
 import os
 import threading
@@ -38,6 +39,20 @@ def configure_tf_threads(threads: int) -> None:
     logger.debug('TF threads already fixed in this process: %s', e)
 
 
+LOAD_LOG_ENV = 'STYLIZE_MODEL_LOAD_LOG'
+
+
+def _append_load_log(model_handle: str, seconds: float) -> None:
+  """Diagnostics: with STYLIZE_MODEL_LOAD_LOG set to a local file, every model
+  load appends one JSON line {pid, model, seconds}. Beam counters say how
+  many loads happened, not in which process; this says where."""
+  path = os.environ.get(LOAD_LOG_ENV)
+  if path:
+    with open(path, 'a', encoding='utf-8') as f:
+      f.write(json.dumps({'pid': os.getpid(), 'model': model_handle,
+                          'seconds': round(seconds, 3)}) + '\n')
+
+
 class LoadedModel:
   """A worker's model and its prepared styles (weak-referenceable for Shared)."""
 
@@ -60,8 +75,10 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
       s.label: stylizer.prepare_style(load_style_image(s.uri, style_size))
       for s in styles
   }
+  seconds = time.perf_counter() - start
   logger.info('Loaded model %s and %d styles in pid %d in %.2fs', model_handle,
-              len(styles), os.getpid(), time.perf_counter() - start)
+              len(styles), os.getpid(), seconds)
+  _append_load_log(model_handle, seconds)
   return LoadedModel(stylizer, states)
 
 
@@ -82,7 +99,6 @@ class StylizeBatches(beam.DoFn):
     self._shared = shared.Shared()
     self._model = None
     self._loads = Metrics.counter('stylize', 'model_loads')
-    self._load_pids = Metrics.string_set('stylize', 'model_load_pids')
     self._latency = Metrics.distribution('stylize', 'inference_ms_per_image')
     self._ok = Metrics.counter('stylize', 'stylized')
 
@@ -102,7 +118,6 @@ class StylizeBatches(beam.DoFn):
       with self._model.lock:
         if not self._model.load_reported:
           self._loads.inc()
-          self._load_pids.add(str(self._model.pid))
           self._model.load_reported = True
 
   def process(self, batch: List[DecodedImage]) -> Iterable:
@@ -162,6 +177,6 @@ class Stylize(beam.PTransform):
     results = (
         decoded
         | 'Batch' >> beam.BatchElements(
-            min_batch_size=1, max_batch_size=self._batch_size)
+            min_batch_size=self._batch_size, max_batch_size=self._batch_size)
         | 'RunModel' >> beam.ParDo(self._fn).with_outputs(FAILED, main='ok'))
     return results.ok, results[FAILED]

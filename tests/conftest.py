@@ -1,0 +1,75 @@
+"""Shared fixtures: the ../shared data, a private model cache, image makers."""
+
+import io
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = pathlib.Path(os.environ.get('STYLIZE_SHARED_DIR',
+                                     ROOT.parent / 'shared')).resolve()
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+def shared_path(*parts) -> pathlib.Path:
+  """A path in ../shared (STYLIZE_SHARED_DIR); skip if absent, fail under CI."""
+  path = SHARED.joinpath(*parts)
+  if not path.exists():
+    message = (f'shared test data {path} is missing (set STYLIZE_SHARED_DIR '
+               'to the folder holding images/ and models/)')
+    if os.environ.get('CI', '').lower() == 'true':
+      pytest.fail(message + '; under CI=true it must be present')
+    pytest.skip(message)
+  return path
+
+
+@pytest.fixture(scope='session', autouse=True)
+def model_cache(tmp_path_factory):
+  """The builtin model is exported into a per-session cache, not ~/.cache."""
+  path = tmp_path_factory.mktemp('stylize-cache')
+  old = os.environ.get('STYLIZE_CACHE_DIR')
+  os.environ['STYLIZE_CACHE_DIR'] = str(path)
+  yield path
+  if old is None:
+    os.environ.pop('STYLIZE_CACHE_DIR', None)
+  else:
+    os.environ['STYLIZE_CACHE_DIR'] = old
+
+
+@pytest.fixture
+def shared_content():
+  return shared_path('images', 'content')
+
+
+@pytest.fixture
+def shared_styles():
+  return shared_path('images', 'style')
+
+
+@pytest.fixture
+def shared_savedmodel():
+  return shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')
+
+
+@pytest.fixture
+def samples():
+  return ROOT / 'samples'
+
+
+def image_bytes(im: Image.Image, fmt: str, **kwargs) -> bytes:
+  buf = io.BytesIO()
+  im.save(buf, fmt, **kwargs)
+  return buf.getvalue()
+
+
+def gradient(width: int, height: int, seed: int = 0) -> Image.Image:
+  """A smooth, coloured test picture with some noise (not a flat colour)."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:height, 0:width]
+  arr = np.stack([255 * x / max(width - 1, 1), 255 * y / max(height - 1, 1),
+                  128 + 0 * x], -1) + rng.normal(0, 8, (height, width, 3))
+  return Image.fromarray(arr.clip(0, 255).astype(np.uint8))

@@ -1,0 +1,184 @@
+"""Launch-time validation: one test per rule, plus YAML config merging."""
+
+import pytest
+from PIL import Image
+
+from beam_jobs.options import ConfigError, StylizeOptions, merge_config, validate
+from beam_jobs.stylize import main, parse
+from tests.conftest import gradient
+
+
+@pytest.fixture
+def world(tmp_path):
+  """A valid job: two inputs, one style, an output folder."""
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  gradient(40, 30).save(inputs / 'a.jpg')
+  gradient(30, 40, seed=1).save(inputs / 'b.png')
+  style = tmp_path / 'style.png'
+  gradient(64, 64, seed=2).save(style)
+  return {'in': inputs, 'style': style, 'out': tmp_path / 'out',
+          'tmp': tmp_path}
+
+
+def args(world, *extra, drop=()):
+  base = {'--input': str(world['in']), '--style': str(world['style']),
+          '--output': str(world['out'])}
+  out = []
+  for k, v in base.items():
+    if k not in drop:
+      out += [k, v]
+  return out + list(extra)
+
+
+def check(argv, **kwargs):
+  return validate(parse(argv), check_model=kwargs.get('check_model', False))
+
+
+def test_valid_job_resolves(world):
+  job = check(args(world, '--model', 'builtin'))
+  assert job.input_specs[0].root == str(world['in'])
+  assert job.styles[0].label == 'style'
+  assert job.output == str(world['out'])
+
+
+def test_no_inputs(world):
+  with pytest.raises(ConfigError, match='no inputs'):
+    check(args(world, drop=('--input',)))
+
+
+def test_no_output(world):
+  with pytest.raises(ConfigError, match='no --output'):
+    check(args(world, drop=('--output',)))
+
+
+def test_no_style(world):
+  with pytest.raises(ConfigError, match='no --style'):
+    check(args(world, drop=('--style',)))
+
+
+def test_negative_max_size(world):
+  with pytest.raises(ConfigError, match='--max_size'):
+    check(args(world, '--max_size', '-5'))
+
+
+def test_style_size_range(world):
+  with pytest.raises(ConfigError, match='--style_size'):
+    check(args(world, '--style_size', '4'))
+
+
+def test_jpeg_quality_range(world):
+  with pytest.raises(ConfigError, match='--jpeg_quality'):
+    check(args(world, '--jpeg_quality', '101'))
+
+
+def test_batch_size_range(world):
+  with pytest.raises(ConfigError, match='--batch_size'):
+    check(args(world, '--batch_size', '0'))
+
+
+def test_max_input_pixels_positive(world):
+  with pytest.raises(ConfigError, match='--max_input_pixels'):
+    check(args(world, '--max_input_pixels', '0'))
+
+
+def test_tf_threads_not_negative(world):
+  with pytest.raises(ConfigError, match='--tf_threads'):
+    check(args(world, '--tf_threads', '-1'))
+
+
+def test_output_format_choices(world):
+  with pytest.raises(SystemExit):
+    parse(args(world, '--output_format', 'gif')).view_as(StylizeOptions)
+
+
+def test_input_that_matches_nothing(world):
+  with pytest.raises(ConfigError, match='matched no files'):
+    check(args(world, '--input', str(world['tmp'] / 'nope' / '*.jpg')))
+
+
+def test_missing_input_list(world):
+  with pytest.raises(ConfigError, match='--input_list'):
+    check(args(world, '--input_list', str(world['tmp'] / 'list.txt')))
+
+
+def test_output_inside_input_folder(world):
+  with pytest.raises(ConfigError, match='inside the input folder'):
+    check(args(world, drop=('--output',)) + ['--output',
+                                             str(world['in'] / 'out')])
+
+
+def test_missing_style(world):
+  with pytest.raises(ConfigError, match='--style .* does not exist'):
+    check(args(world, drop=('--style',)) + ['--style', str(world['tmp'] /
+                                                           'gone.jpg')])
+
+
+def test_style_not_an_image(world):
+  bad = world['tmp'] / 'style.jpg'
+  bad.write_text('not a picture')
+  with pytest.raises(ConfigError, match='not a readable image'):
+    check(args(world, drop=('--style',)) + ['--style', str(bad)])
+
+
+def test_output_not_writable(world):
+  blocker = world['tmp'] / 'a_file'
+  blocker.write_text('x')
+  with pytest.raises(ConfigError, match='not writable'):
+    check(args(world, drop=('--output',)) + ['--output',
+                                             str(blocker / 'out')])
+
+
+def test_model_path_missing(world):
+  with pytest.raises(ConfigError, match='does not exist'):
+    check(args(world, '--model', str(world['tmp'] / 'no_model')),
+          check_model=True)
+
+
+def test_model_folder_without_savedmodel(world):
+  with pytest.raises(ConfigError, match='saved_model.pb'):
+    check(args(world, '--model', str(world['in'])), check_model=True)
+
+
+def test_unreachable_hub_handle(world):
+  with pytest.raises(ConfigError, match='could not load model'):
+    check(args(world, '--model', 'https://tfhub.dev/google/magenta/'
+               'arbitrary-image-stylization-v1-256/2'), check_model=True)
+
+
+def test_config_file_supplies_keys_and_command_line_wins(world):
+  cfg = world['tmp'] / 'job.yaml'
+  cfg.write_text(f'input:\n  - {world["in"]}\nstyle: {world["style"]}\n'
+                 f'output: {world["tmp"] / "from_config"}\nbatch_size: 2\n'
+                 'runner: DirectRunner\n')
+  argv = merge_config(['--config', str(cfg), '--output', str(world['out'])])
+  job = check(argv)
+  assert job.output == str(world['out'])  # Command line wins.
+  assert job.batch_size == 2  # From the file.
+  assert job.input_specs[0].root == str(world['in'])
+
+
+def test_config_unknown_key(world):
+  cfg = world['tmp'] / 'job.yaml'
+  cfg.write_text('inptu: x\n')
+  with pytest.raises(ConfigError, match="unknown key.*inptu"):
+    merge_config(['--config', str(cfg)])
+
+
+def test_config_not_yaml(world):
+  cfg = world['tmp'] / 'job.yaml'
+  cfg.write_text('input: [unclosed\n')
+  with pytest.raises(ConfigError, match='not valid YAML'):
+    merge_config(['--config', str(cfg)])
+
+
+def test_config_missing_file(world):
+  with pytest.raises(ConfigError, match='cannot read --config'):
+    merge_config(['--config', str(world['tmp'] / 'none.yaml')])
+
+
+def test_main_reports_config_error_with_exit_code_2(world, capsys):
+  code = main(args(world, drop=('--style',)))
+  assert code == 2
+  assert 'no --style' in capsys.readouterr().err
+  assert not world['out'].exists()  # Nothing was written.
