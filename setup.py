@@ -19,6 +19,8 @@ setuptools.setup(
         'pillow>=10.1,<13',
         'numpy>=1.24',
         'pyyaml>=6',
+        # TF Lite interpreter recommended by TensorFlow (tf.lite is deprecated).
+        'ai-edge-litert>=1.2',
     ],
     extras_require={
         'test': [

@@ -16,7 +16,8 @@ from apache_beam.options.pipeline_options import (DirectOptions,
 from transforms import paths
 from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.encode import FORMATS
-from transforms.models.loader import DEFAULT_MODEL
+from transforms.models.base import STRENGTH_PIXEL, STRENGTH_VECTOR, StyleParams
+from transforms.models.loader import DEFAULT_MODEL, describe_model
 from transforms.records import StyleRef
 from transforms.styles import DEFAULT_STYLE_SIZE
 
@@ -67,6 +68,19 @@ class StylizeOptions(PipelineOptions):
         '--tf_threads', type=int, default=0,
         help='TF intra-op threads per worker process; 0: cores divided by '
         'the number of local worker processes (TF default elsewhere).')
+    parser.add_argument(
+        '--style_strength', type=float, default=1.0,
+        help='0-1: how much of the style to apply. TF Lite models mix style '
+        'vectors (Magenta); SavedModels/TF Hub mix output and content pixels.')
+    parser.add_argument(
+        '--preserve_colors', action='store_true', default=False,
+        help='Keep the photo\'s colours: stylized luminance, original chroma.')
+    parser.add_argument(
+        '--tile_size', type=int, default=0,
+        help='Stylize images larger than this in overlapping tiles (bounds '
+        'memory). 0: only where the model needs it (fixed-size TF Lite nets).')
+    parser.add_argument('--tile_overlap', type=int, default=64,
+                        help='Overlap between tiles, blended with feathering.')
     parser.add_argument('--config', default=None,
                         help='YAML file with the same keys; the command line '
                         'wins.')
@@ -89,6 +103,8 @@ class JobConfig:
   max_input_pixels: int
   tf_threads: int
   run_id: str
+  style_params: StyleParams = dataclasses.field(default_factory=StyleParams)
+  row_params: dict = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------- config --
@@ -218,6 +234,16 @@ def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
     raise ConfigError('--max_input_pixels must be positive.')
   if o.tf_threads < 0:
     raise ConfigError('--tf_threads must be 0 (automatic) or positive.')
+  if not 0.0 <= o.style_strength <= 1.0:
+    raise ConfigError(f'--style_strength must be between 0 and 1, got '
+                      f'{o.style_strength}.')
+  if o.tile_size and o.tile_size < 64:
+    raise ConfigError(f'--tile_size must be 0 (automatic) or at least 64, got '
+                      f'{o.tile_size}.')
+  if o.tile_overlap < 0 or (o.tile_size and
+                            o.tile_overlap * 2 > o.tile_size):
+    raise ConfigError(f'--tile_overlap must be between 0 and half of '
+                      f'--tile_size, got {o.tile_overlap}.')
 
   specs = []
   for arg in inputs:
@@ -234,34 +260,57 @@ def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
           'a rerun would stylize the outputs. Choose an output folder '
           'outside the inputs.')
 
-  style_uris = [paths.absolute(s) for s in o.style]
-  labels = paths.style_labels(style_uris)
-  styles = [StyleRef(uri=u, label=l) for u, l in zip(style_uris, labels)]
-  from transforms.styles import load_style_image
+  from transforms.styles import load_style_image, parse_styles
+  try:
+    styles = parse_styles(o.style)
+  except ValueError as e:
+    raise ConfigError(f'--style: {e}') from None
   style_pixels = []
   for style in styles:
-    _check_readable_file(style.uri, '--style')
-    try:
-      style_pixels.append(load_style_image(style.uri, o.style_size))
-    except Exception as e:  # pylint: disable=broad-except
-      raise ConfigError(f'--style {style.uri!r} is not a readable image: '
-                        f'{e}') from None
+    for uri, _ in style.parts:
+      _check_readable_file(uri, '--style')
+      try:
+        style_pixels.append(load_style_image(uri, o.style_size))
+      except Exception as e:  # pylint: disable=broad-except
+        raise ConfigError(f'--style {uri!r} is not a readable image: '
+                          f'{e}') from None
 
   _probe_output_writable(o.output)
 
   tf_threads = o.tf_threads or default_tf_threads(options)
+  model = absolute_model(o.model)
   if check_model:
-    _check_model(o.model, style_pixels[0], tf_threads)
+    _check_model(model, style_pixels[0], tf_threads)
 
+  style_params = StyleParams(strength=o.style_strength,
+                             preserve_colors=bool(o.preserve_colors),
+                             tile_size=o.tile_size,
+                             tile_overlap=o.tile_overlap)
+  row_params = {
+      'style_strength': o.style_strength,
+      'strength_mode': (STRENGTH_VECTOR if describe_model(o.model) == 'tflite'
+                        else STRENGTH_PIXEL),
+      'preserve_colors': bool(o.preserve_colors),
+      'tile_size': o.tile_size,
+      'tile_overlap': o.tile_overlap,
+  }
   return JobConfig(
       input_specs=specs, input_lists=list(lists),
       base=paths.common_base([s.root for s in specs]), styles=styles,
-      output=paths.absolute(paths.join(o.output)), model=o.model,
+      output=paths.absolute(paths.join(o.output)), model=model,
       max_size=o.max_size or None, style_size=o.style_size,
       output_format=o.output_format, jpeg_quality=o.jpeg_quality,
       batch_size=o.batch_size, max_input_pixels=o.max_input_pixels,
       tf_threads=tf_threads,
-      run_id=new_run_id())
+      run_id=new_run_id(), style_params=style_params, row_params=row_params)
+
+
+def absolute_model(handle: str) -> str:
+  """Local model paths made absolute, so manifests and workers agree."""
+  kind = describe_model(handle)
+  if kind in ('savedmodel', 'tflite'):
+    return ','.join(paths.absolute(p) for p in handle.split(','))
+  return handle
 
 
 def new_run_id() -> str:
@@ -276,7 +325,7 @@ def _check_model(handle: str, style, tf_threads: int) -> None:
   from transforms.stylize import configure_tf_threads
   configure_tf_threads(tf_threads)
   try:
-    stylizer = load_stylizer(handle)
+    stylizer = load_stylizer(handle, threads=tf_threads)
   except ModelLoadError as e:
     raise ConfigError(f'--model: {e}') from None
   try:

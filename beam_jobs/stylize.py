@@ -29,9 +29,11 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   decoded, decode_failed = files | 'ReadAndDecode' >> ReadAndDecode(
       job.max_size, job.max_input_pixels)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
-      job.model, job.styles, job.style_size, job.batch_size, job.tf_threads)
+      job.model, job.styles, job.style_size, job.batch_size, job.tf_threads,
+      job.style_params)
   ok_rows, write_failed = stylized | 'EncodeAndWrite' >> EncodeAndWrite(
-      job.output, job.output_format, job.jpeg_quality, job.model)
+      job.output, job.output_format, job.jpeg_quality, job.model,
+      job.row_params)
   failures = ((decode_failed, stylize_failed, write_failed)
               | 'AllFailures' >> beam.Flatten())
   info = {
@@ -41,9 +43,10 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       'styles': [{'uri': s.uri, 'label': s.label} for s in job.styles],
       'output_format': job.output_format,
       'max_size': job.max_size,
+      'params': job.row_params,
   }
   _ = (ok_rows, failures, ignored) | 'WriteManifest' >> WriteManifest(
-      job.output, job.styles, job.model, info)
+      job.output, job.styles, job.model, info, job.row_params)
 
 
 def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:

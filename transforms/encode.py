@@ -67,7 +67,9 @@ def write_atomically(uri: str, data: bytes, mime_type: str) -> None:
 class EncodeAndWriteFn(beam.DoFn):
   """StylizedImage -> ok ManifestRow; 'failed' Failure if encode/write fails."""
 
-  def __init__(self, output: str, fmt: str, quality: int, model: str):
+  def __init__(self, output: str, fmt: str, quality: int, model: str,
+               params: dict):
+    self._params = dict(params)
     self._output = output
     self._fmt = fmt
     self._quality = quality
@@ -98,15 +100,16 @@ class EncodeAndWriteFn(beam.DoFn):
         input=item.input.uri, style=item.style.uri, status=Status.OK,
         model=self._model, output=uri, width=width, height=height,
         source_width=item.source_width, source_height=item.source_height,
-        timings=timings)
+        params=dict(self._params), timings=timings)
 
 
 class EncodeAndWrite(beam.PTransform):
   """PCollection[StylizedImage] -> (ok ManifestRows, failed Failures)."""
 
-  def __init__(self, output: str, fmt: str, quality: int, model: str):
+  def __init__(self, output: str, fmt: str, quality: int, model: str,
+               params: dict):
     super().__init__()
-    self._fn = EncodeAndWriteFn(output, fmt, quality, model)
+    self._fn = EncodeAndWriteFn(output, fmt, quality, model, params)
 
   def expand(self, stylized):
     results = stylized | 'EncodeWrite' >> beam.ParDo(self._fn).with_outputs(

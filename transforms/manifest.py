@@ -19,7 +19,7 @@ SUMMARY_NAME = 'summary.json'
 
 
 def failure_rows(failure: Failure, styles: Sequence[StyleRef],
-                 model: str) -> Iterable[ManifestRow]:
+                 model: str, params: Dict) -> Iterable[ManifestRow]:
   """A Failure -> one failed row per affected style."""
   affected = [failure.style] if failure.style is not None else styles
   for style in affected:
@@ -27,7 +27,8 @@ def failure_rows(failure: Failure, styles: Sequence[StyleRef],
         input=failure.input.uri, style=style.uri, status=Status.FAILED,
         model=model, error=failure.error,
         source_width=failure.source_width,
-        source_height=failure.source_height, timings=dict(failure.timings))
+        source_height=failure.source_height, params=dict(params),
+        timings=dict(failure.timings))
 
 
 def row_to_json(row: ManifestRow) -> str:
@@ -107,8 +108,9 @@ class WriteManifest(beam.PTransform):
   """
 
   def __init__(self, output: str, styles: Sequence[StyleRef], model: str,
-               info: Dict):
+               info: Dict, params: Dict):
     super().__init__()
+    self._params = dict(params)
     self._output = output
     self._styles = list(styles)
     self._model = model
@@ -117,7 +119,7 @@ class WriteManifest(beam.PTransform):
   def expand(self, inputs):
     ok_rows, failures, ignored = inputs
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
-        failure_rows, self._styles, self._model)
+        failure_rows, self._styles, self._model, self._params)
     rows = (ok_rows, failed_rows) | 'AllRows' >> beam.Flatten()
     written = (
         rows

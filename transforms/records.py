@@ -3,7 +3,7 @@
 import dataclasses
 import enum
 import posixpath
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -42,14 +42,22 @@ class InputFile:
 
 @dataclasses.dataclass(frozen=True)
 class StyleRef:
-  """A style image as named on the command line.
+  """A style as named on the command line: one image, or a weighted blend.
 
   Attributes:
-    uri: where the style image is read from.
-    label: short unique name used in output paths (the file stem).
+    uri: the style image's URI, or for a blend 'uri=w,uri=w' (weights
+      normalised to sum to 1); recorded in the manifest's style column.
+    label: short unique name used in output paths (the file stem, or
+      'stem-70+stem-30' for a blend).
+    parts: (uri, weight) pairs; one pair with weight 1 for a plain style.
   """
   uri: str
   label: str
+  parts: Tuple[Tuple[str, float], ...] = ()
+
+  def __post_init__(self):
+    if not self.parts:
+      object.__setattr__(self, 'parts', ((self.uri, 1.0),))
 
 
 @dataclasses.dataclass
@@ -97,6 +105,7 @@ class ManifestRow:
   height: Optional[int] = None
   source_width: Optional[int] = None
   source_height: Optional[int] = None
+  params: Dict[str, object] = dataclasses.field(default_factory=dict)
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
 
   def to_json_dict(self) -> dict:

@@ -1,10 +1,15 @@
-"""Loading style images: read, decode, centre-crop to a square, resize."""
+"""Style arguments (plain and blended) and loading style images."""
+
+import posixpath
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageOps
 
+from transforms import paths
 from transforms.decode import decode_image
+from transforms.records import StyleRef
 
 DEFAULT_STYLE_SIZE = 256
 
@@ -24,3 +29,72 @@ def load_style_image(uri: str, style_size: int = DEFAULT_STYLE_SIZE) -> np.ndarr
   im = ImageOps.fit(Image.fromarray(pixels), (style_size, style_size),
                     Image.Resampling.LANCZOS)
   return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def _split_weight(item: str) -> Tuple[str, Optional[float]]:
+  """'a.jpg=0.7' -> ('a.jpg', 0.7); 'a.jpg' -> ('a.jpg', None)."""
+  if '=' in item:
+    path, weight = item.rsplit('=', 1)
+    try:
+      return path, float(weight)
+    except ValueError:
+      pass
+  return item, None
+
+
+def _blend_ref(items: Sequence[Tuple[str, float]]) -> StyleRef:
+  total = sum(w for _, w in items)
+  parts = tuple((paths.absolute(u), w / total) for u, w in items)
+  uri = ','.join(f'{u}={w:.4g}' for u, w in parts)
+  label = '+'.join(
+      paths.safe_name(posixpath.splitext(posixpath.basename(u))[0]) +
+      f'-{round(w * 100)}' for u, w in parts)
+  return StyleRef(uri=uri, label=label, parts=parts)
+
+
+def parse_styles(args: Sequence[str]) -> List[StyleRef]:
+  """--style values -> styles; every input is stylized with each of them.
+
+  - 'a.jpg': a plain style.
+  - 'a.jpg=0.7,b.jpg=0.3': one blend of the listed images (weights are
+    normalised to sum to 1).
+  - 'a.jpg=0.7' and 'b.jpg=0.3' given as separate --style values: all such
+    single weighted values form one blend together.
+
+  Raises:
+    ValueError: a weight that is not positive.
+  """
+  entries: List[object] = []  # str for plain, list for a blend
+  pooled: List[Tuple[str, float]] = []
+  for arg in args:
+    items = [_split_weight(x) for x in arg.split(',')]
+    if len(items) > 1 and any(w is None for _, w in items):
+      items = [(arg, None)]  # A comma in a file name, not a blend.
+    for path, weight in items:
+      if weight is not None and weight <= 0:
+        raise ValueError(f'style weight must be positive in {arg!r}')
+    if len(items) > 1:
+      entries.append(list(items))
+    elif items[0][1] is None:
+      entries.append(items[0][0])
+    else:
+      if not pooled:
+        entries.append(pooled)
+      pooled.append(items[0])
+  refs = []
+  plain = [paths.absolute(e) for e in entries if isinstance(e, str)]
+  labels = iter(paths.style_labels(plain))
+  for entry in entries:
+    if isinstance(entry, str):
+      refs.append(StyleRef(uri=paths.absolute(entry), label=next(labels)))
+    else:
+      refs.append(_blend_ref(entry))
+  seen = set()
+  unique = []
+  for ref in refs:
+    if ref.label in seen:
+      ref = StyleRef(uri=ref.uri, label=f'{ref.label}-{paths.short_hash(ref.uri)}',
+                     parts=ref.parts)
+    seen.add(ref.label)
+    unique.append(ref)
+  return unique

@@ -13,6 +13,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
+from transforms.models.base import StyleParams
 from transforms.records import (DecodedImage, Failure, StyleRef, StylizedImage,
                                 describe_error)
 from transforms.styles import load_style_image
@@ -70,9 +71,10 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
   from transforms.models.loader import load_stylizer
   configure_tf_threads(tf_threads)
   start = time.perf_counter()
-  stylizer = load_stylizer(model_handle)
+  stylizer = load_stylizer(model_handle, threads=tf_threads)
   states = {
-      s.label: stylizer.prepare_style(load_style_image(s.uri, style_size))
+      s.label: stylizer.prepare_blend(
+          [(w, load_style_image(uri, style_size)) for uri, w in s.parts])
       for s in styles
   }
   seconds = time.perf_counter() - start
@@ -91,7 +93,9 @@ class StylizeBatches(beam.DoFn):
   """
 
   def __init__(self, model_handle: str, styles: Sequence[StyleRef],
-               style_size: int, tf_threads: int):
+               style_size: int, tf_threads: int,
+               params: StyleParams = StyleParams()):
+    self._params = params
     self._model_handle = model_handle
     self._styles = list(styles)
     self._style_size = style_size
@@ -134,7 +138,8 @@ class StylizeBatches(beam.DoFn):
     start = time.perf_counter()
     try:
       out = model.stylizer.stylize(
-          np.stack([i.pixels for i in items]), model.style_states[style.label])
+          np.stack([i.pixels for i in items]), model.style_states[style.label],
+          self._params)
     except Exception as e:  # pylint: disable=broad-except
       if len(items) > 1:
         logger.warning('Batch of %d failed (%s); retrying one by one.',
@@ -168,9 +173,11 @@ class Stylize(beam.PTransform):
   """
 
   def __init__(self, model_handle: str, styles: Sequence[StyleRef],
-               style_size: int, batch_size: int, tf_threads: int):
+               style_size: int, batch_size: int, tf_threads: int,
+               params: StyleParams = StyleParams()):
     super().__init__()
-    self._fn = StylizeBatches(model_handle, styles, style_size, tf_threads)
+    self._fn = StylizeBatches(model_handle, styles, style_size, tf_threads,
+                              params)
     self._batch_size = batch_size
 
   def expand(self, decoded):

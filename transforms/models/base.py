@@ -1,16 +1,44 @@
-"""The one small interface every model adapter implements, and shared helpers."""
+"""The one small interface every model adapter implements, and what they share.
+
+An adapter says how to turn a style image into a style state and how to run
+one padded batch; this base class adds, for every model kind alike: padding
+and cropping to exact sizes, tiling with feathered overlaps, style strength,
+style blends and colour preservation.
+"""
 
 import abc
+import dataclasses
 import logging
-from typing import Any
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from transforms.models import tiling
+from transforms.color import preserve_colors as keep_colors
+
 logger = logging.getLogger(__name__)
+
+STRENGTH_VECTOR = 'style-vector'
+STRENGTH_PIXEL = 'pixel-blend'
 
 
 class ModelLoadError(RuntimeError):
   """A model that will not load; the message says what to do about it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleParams:
+  """Per-job style controls (the same for every image)."""
+  strength: float = 1.0
+  preserve_colors: bool = False
+  tile_size: int = 0  # 0: only where the model needs it (fixed-size nets).
+  tile_overlap: int = 64
+
+
+@dataclasses.dataclass
+class BlendState:
+  """Several prepared styles with weights (summing to 1)."""
+  parts: List[Tuple[float, Any]]
 
 
 class Stylizer(abc.ABC):
@@ -22,43 +50,116 @@ class Stylizer(abc.ABC):
 
   #: Where the model came from (the --model value), recorded in the manifest.
   handle: str = ''
+  #: 'builtin', 'savedmodel', 'hub' or 'tflite'.
+  kind: str = ''
   #: Spatial sizes are padded to a multiple of this before the model call
   #: (the Magenta transfer network has stride-2 layers and rounds sizes).
   pad_multiple: int = 8
   #: Images smaller than this on either side are padded up to it (reflect
   #: padding inside the network needs a few pixels to work with).
   min_size: int = 32
+  #: (height, width) for networks that only take one input size.
+  fixed_size: Optional[Tuple[int, int]] = None
+  #: True where the style vector is exposed, so strength and blends mix
+  #: vectors (Magenta's meaning); otherwise they mix pixels.
+  has_style_vector: bool = False
+
+  # -- what adapters implement -------------------------------------------
 
   @abc.abstractmethod
   def prepare_style(self, style: np.ndarray) -> Any:
-    """Turns a float32 [h, w, 3] style image into what stylize() takes.
+    """Turns a float32 [h, w, 3] style image into what run_batch() takes.
 
     Called once per style per worker, never per image.
     """
 
   @abc.abstractmethod
-  def stylize_batch(self, content: np.ndarray, style_state: Any) -> np.ndarray:
+  def run_batch(self, content: np.ndarray, style_state: Any) -> np.ndarray:
     """float32 [B, H, W, 3] in [0, 1] -> float32 [B, H', W', 3] in [0, 1].
 
-    H and W are already multiples of pad_multiple and at least min_size; the
-    output may be of another size, in which case it is resized back.
+    H and W are multiples of pad_multiple, at least min_size, and equal to
+    fixed_size where that is set. style_state is one prepared style, or for
+    vector models a [B, ...] stack of per-image vectors.
     """
 
-  def stylize(self, content: np.ndarray, style_state: Any) -> np.ndarray:
-    """uint8 [B, H, W, 3] of one shape -> uint8 [B, H, W, 3], same size.
+  def content_vector(self, content: np.ndarray) -> Any:
+    """The content image's own style vector (vector models only)."""
+    raise NotImplementedError
 
-    Pads (reflecting the image) to the model's multiple and minimum size,
-    runs the model, and crops back, so an output always has exactly the
-    dimensions of its input.
+  def mix_vectors(self, parts: Sequence[Tuple[float, Any]]) -> Any:
+    """Weighted sum of style vectors (vector models only)."""
+    return sum(w * np.asarray(v) for w, v in parts)
+
+  # -- shared behaviour --------------------------------------------------
+
+  def prepare_blend(self, parts: Sequence[Tuple[float, np.ndarray]]) -> Any:
+    """Weighted style images -> one style state.
+
+    Vector models mix the style vectors (as Magenta does); models that hide
+    the vector keep the parts and mix the stylized pixels instead.
     """
-    batch, height, width, _ = content.shape
-    padded = pad_to_multiple(content, self.pad_multiple, self.min_size)
-    out = self.stylize_batch(padded.astype(np.float32) / 255.0, style_state)
-    out = np.asarray(out, dtype=np.float32)
+    total = float(sum(w for w, _ in parts))
+    prepared = [(w / total, self.prepare_style(img)) for w, img in parts]
+    if len(prepared) == 1:
+      return prepared[0][1]
+    if self.has_style_vector:
+      return self.mix_vectors(prepared)
+    return BlendState(prepared)
+
+  def strength_mode(self) -> str:
+    return STRENGTH_VECTOR if self.has_style_vector else STRENGTH_PIXEL
+
+  def stylize(self, content: np.ndarray, style_state: Any,
+              params: StyleParams = StyleParams()) -> np.ndarray:
+    """uint8 [B, H, W, 3] of one shape -> uint8 [B, H, W, 3], same size."""
+    x = content.astype(np.float32) / 255.0
+    state = style_state
+    if params.strength < 1.0 and self.has_style_vector:
+      # Magenta's identity interpolation: w * v_style + (1 - w) * v_content.
+      state = np.concatenate([
+          self.mix_vectors([(params.strength, style_state),
+                            (1.0 - params.strength, self.content_vector(img))])
+          for img in x])
+    out = self._run(x, state, params)
+    if params.strength < 1.0 and not self.has_style_vector:
+      out = params.strength * out + (1.0 - params.strength) * x
+    if params.preserve_colors:
+      out = keep_colors(x, out)
+    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+  def _run(self, x: np.ndarray, state: Any, params: StyleParams) -> np.ndarray:
+    if isinstance(state, BlendState):
+      return sum(w * self._run(x, s, params) for w, s in state.parts)
+    tile = params.tile_size
+    if self.fixed_size:
+      tile = min(tile or min(self.fixed_size), min(self.fixed_size))
+    _, height, width, _ = x.shape
+    if self.fixed_size or (tile and max(height, width) > tile):
+      return np.stack([
+          tiling.run_tiled(img, lambda t, i=i: self._call(t, _pick(state, i)),
+                           tile, params.tile_overlap)
+          for i, img in enumerate(x)])
+    return self._call(x, state)
+
+  def _call(self, x: np.ndarray, state: Any) -> np.ndarray:
+    """Pads to what the network takes, runs it, crops back to x's size."""
+    _, height, width, _ = x.shape
+    if self.fixed_size:
+      target = self.fixed_size
+    else:
+      target = padded_shape(height, width, self.pad_multiple, self.min_size)
+    padded = pad_to(x, *target)
+    out = np.asarray(self.run_batch(padded, state), dtype=np.float32)
     if out.shape[1:3] != padded.shape[1:3]:
       out = resize_batch(out, padded.shape[1], padded.shape[2])
-    out = out[:, :height, :width, :]
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+    return out[:, :height, :width, :]
+
+
+def _pick(state: Any, i: int) -> Any:
+  """The i-th image's vector from a per-image stack, else the shared state."""
+  if isinstance(state, np.ndarray) and state.ndim == 4 and state.shape[0] > 1:
+    return state[i:i + 1]
+  return state
 
 
 def padded_shape(height: int, width: int, multiple: int,
@@ -69,19 +170,17 @@ def padded_shape(height: int, width: int, multiple: int,
   return up(height), up(width)
 
 
-def pad_to_multiple(batch: np.ndarray, multiple: int,
-                    min_size: int) -> np.ndarray:
+def pad_to(batch: np.ndarray, height: int, width: int) -> np.ndarray:
   """Pads [B, H, W, C] at the bottom/right by mirroring the image.
 
   numpy's 'symmetric' mode repeats the mirror as often as needed, so even a
-  1x1 image can be padded to any size (reflect padding would need pad < size).
+  1x1 image can be padded to any size (reflect padding needs pad < size).
   """
-  _, height, width, _ = batch.shape
-  new_h, new_w = padded_shape(height, width, multiple, min_size)
-  if (new_h, new_w) == (height, width):
+  _, h, w, _ = batch.shape
+  if (h, w) == (height, width):
     return batch
-  return np.pad(batch, ((0, 0), (0, new_h - height), (0, new_w - width),
-                        (0, 0)), mode='symmetric')
+  return np.pad(batch, ((0, 0), (0, height - h), (0, width - w), (0, 0)),
+                mode='symmetric')
 
 
 def resize_batch(batch: np.ndarray, height: int, width: int) -> np.ndarray:

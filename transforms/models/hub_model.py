@@ -17,7 +17,7 @@ class HubStylizer(Stylizer):
   model: all of them go through `tensorflow_hub.load`.
   """
 
-  def __init__(self, handle: str, path: str = None):
+  def __init__(self, handle: str, path: str = None, kind: str = 'hub'):
     """Loads the model.
 
     Args:
@@ -27,6 +27,7 @@ class HubStylizer(Stylizer):
     import tensorflow as tf
     import tensorflow_hub as hub
     self.handle = handle
+    self.kind = kind
     self._tf = tf
     target = path or handle
     try:
@@ -46,6 +47,6 @@ class HubStylizer(Stylizer):
     # The style tensor is built once per worker and reused for every batch.
     return self._tf.constant(style[np.newaxis].astype(np.float32))
 
-  def stylize_batch(self, content: np.ndarray, style_state: Any) -> np.ndarray:
+  def run_batch(self, content: np.ndarray, style_state: Any) -> np.ndarray:
     outputs = self._model(self._tf.constant(content), style_state)
     return outputs[0].numpy()

@@ -13,15 +13,19 @@ DEFAULT_MODEL = ('https://tfhub.dev/google/magenta/'
 
 
 def describe_model(handle: str) -> str:
-  """What kind of model a handle names: 'builtin', 'savedmodel', 'hub'."""
+  """What a handle names: 'builtin', 'tflite', 'savedmodel' or 'hub'."""
   if handle == builtin.BUILTIN_NAME:
     return 'builtin'
+  if handle.endswith('.tflite') or ('.tflite,' in handle) or (
+      os.path.isdir(handle) and any(f.endswith('.tflite')
+                                    for f in os.listdir(handle))):
+    return 'tflite'
   if '://' in handle and not handle.startswith('file://'):
     return 'hub'
   return 'savedmodel'
 
 
-def load_stylizer(handle: str) -> Stylizer:
+def load_stylizer(handle: str, threads: int = 0) -> Stylizer:
   """Loads the model named by handle.
 
   Raises:
@@ -29,8 +33,11 @@ def load_stylizer(handle: str) -> Stylizer:
   """
   from transforms.models.hub_model import HubStylizer
   kind = describe_model(handle)
+  if kind == 'tflite':
+    from transforms.models.lite import LiteStylizer
+    return LiteStylizer(handle, threads=threads)
   if kind == 'builtin':
-    return HubStylizer(handle, path=builtin.ensure_builtin())
+    return HubStylizer(handle, path=builtin.ensure_builtin(), kind='builtin')
   if kind == 'savedmodel':
     path = handle[len('file://'):] if handle.startswith('file://') else handle
     if not os.path.exists(path):
@@ -42,5 +49,5 @@ def load_stylizer(handle: str) -> Stylizer:
       raise ModelLoadError(
           f'{path!r} is a directory without saved_model.pb, so it is not a '
           'TF SavedModel.')
-    return HubStylizer(handle, path=path)
+    return HubStylizer(handle, path=path, kind='savedmodel')
   return HubStylizer(handle)
