@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -81,6 +82,19 @@ class StylizeOptions(PipelineOptions):
         'memory). 0: only where the model needs it (fixed-size TF Lite nets).')
     parser.add_argument('--tile_overlap', type=int, default=64,
                         help='Overlap between tiles, blended with feathering.')
+    parser.add_argument(
+        '--force', action='store_true', default=False,
+        help='Redo every (input, style) pair, even those a previous run did.')
+    parser.add_argument(
+        '--max_failure_ratio', type=float, default=0.05,
+        help='Exit with code 1 when more than this share of the manifest '
+        'rows failed (0-1).')
+    parser.add_argument('--manifest_shards', type=int, default=1,
+                        help='Number of manifest-*.jsonl files.')
+    parser.add_argument(
+        '--model_sha256', default=None,
+        help='Expected SHA-256 of the model (a file, or a folder\'s digest as '
+        'printed in a mismatch error); checked before use.')
     parser.add_argument('--config', default=None,
                         help='YAML file with the same keys; the command line '
                         'wins.')
@@ -105,6 +119,20 @@ class JobConfig:
   run_id: str
   style_params: StyleParams = dataclasses.field(default_factory=StyleParams)
   row_params: dict = dataclasses.field(default_factory=dict)
+  force: bool = False
+  max_failure_ratio: float = 0.05
+  manifest_shards: int = 1
+  model_sha256: Optional[str] = None
+
+  @property
+  def job_key(self) -> str:
+    """Everything besides input and style that changes an output's pixels."""
+    return json.dumps({
+        'model': self.model, 'model_sha256': self.model_sha256,
+        'max_size': self.max_size, 'style_size': self.style_size,
+        'format': self.output_format, 'quality': self.jpeg_quality,
+        'params': self.row_params,
+    }, sort_keys=True)
 
 
 # ----------------------------------------------------------------- config --
@@ -234,6 +262,12 @@ def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
     raise ConfigError('--max_input_pixels must be positive.')
   if o.tf_threads < 0:
     raise ConfigError('--tf_threads must be 0 (automatic) or positive.')
+  if not 0.0 <= o.max_failure_ratio <= 1.0:
+    raise ConfigError(f'--max_failure_ratio must be between 0 and 1, got '
+                      f'{o.max_failure_ratio}.')
+  if not 1 <= o.manifest_shards <= 1000:
+    raise ConfigError(f'--manifest_shards must be between 1 and 1000, got '
+                      f'{o.manifest_shards}.')
   if not 0.0 <= o.style_strength <= 1.0:
     raise ConfigError(f'--style_strength must be between 0 and 1, got '
                       f'{o.style_strength}.')
@@ -302,7 +336,9 @@ def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
       output_format=o.output_format, jpeg_quality=o.jpeg_quality,
       batch_size=o.batch_size, max_input_pixels=o.max_input_pixels,
       tf_threads=tf_threads,
-      run_id=new_run_id(), style_params=style_params, row_params=row_params)
+      run_id=new_run_id(), style_params=style_params, row_params=row_params,
+      force=bool(o.force), max_failure_ratio=o.max_failure_ratio,
+      manifest_shards=o.manifest_shards, model_sha256=o.model_sha256)
 
 
 def absolute_model(handle: str) -> str:

@@ -15,6 +15,7 @@ from beam_jobs.options import ConfigError, JobConfig, merge_config, validate
 from transforms import paths
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeAndWrite
+from transforms.incremental import SkipDone
 from transforms.inputs import ListInputs
 from transforms.manifest import SUMMARY_NAME, WriteManifest
 from transforms.stylize import Stylize
@@ -26,14 +27,17 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   """Wires the stages; no I/O happens here."""
   files, ignored = p | 'ListInputs' >> ListInputs(
       job.input_specs, job.input_lists, job.base)
-  decoded, decode_failed = files | 'ReadAndDecode' >> ReadAndDecode(
+  todo, skipped = files | 'SkipDone' >> SkipDone(
+      job.output, job.styles, job.output_format, job.job_key, job.model,
+      job.row_params, job.force)
+  decoded, decode_failed = todo | 'ReadAndDecode' >> ReadAndDecode(
       job.max_size, job.max_input_pixels)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
       job.model, job.styles, job.style_size, job.batch_size, job.tf_threads,
       job.style_params)
   ok_rows, write_failed = stylized | 'EncodeAndWrite' >> EncodeAndWrite(
       job.output, job.output_format, job.jpeg_quality, job.model,
-      job.row_params)
+      job.row_params, job.job_key)
   failures = ((decode_failed, stylize_failed, write_failed)
               | 'AllFailures' >> beam.Flatten())
   info = {
@@ -45,8 +49,9 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       'max_size': job.max_size,
       'params': job.row_params,
   }
-  _ = (ok_rows, failures, ignored) | 'WriteManifest' >> WriteManifest(
-      job.output, job.styles, job.model, info, job.row_params)
+  _ = (ok_rows, failures, skipped, ignored) | 'WriteManifest' >> WriteManifest(
+      job.output, job.styles, job.model, info, job.row_params,
+      job.manifest_shards)
 
 
 def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
@@ -110,7 +115,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 2
   summary = read_summary(result.job.output)
   print(format_summary(summary, result.elapsed_s))
+  ratio = failure_ratio(summary)
+  if ratio > result.job.max_failure_ratio:
+    print(f'stylize: {ratio:.1%} of the pairs failed, more than '
+          f'--max_failure_ratio {result.job.max_failure_ratio:.1%}; see the '
+          'failed rows in the manifest.', file=sys.stderr)
+    return 1
   return 0
+
+
+def failure_ratio(summary: dict) -> float:
+  total = summary.get('total', 0)
+  return summary['counts'].get('failed', 0) / total if total else 0.0
 
 
 if __name__ == '__main__':

@@ -204,7 +204,9 @@ def test_rerun_replaces_manifest_completely(tmp_path, samples):
   first = summary(out)['run_id']
   run(argv)
   rows = manifest_rows(out)
-  assert len(rows) == 1 and rows[0]['status'] == 'ok'
+  # The rerun found the work done: one row, now 'skipped', same output.
+  assert len(rows) == 1 and rows[0]['status'] == 'skipped'
+  assert rows[0]['output'].endswith('/waves/city.jpg')
   assert summary(out)['run_id'] != first
 
 

@@ -3,7 +3,7 @@
 import os
 
 from transforms import paths
-from transforms.encode import output_uri
+from transforms.paths import output_uri
 
 
 def test_directory_input_matches_recursively(tmp_path):

@@ -88,7 +88,7 @@ def test_stylize_batches_mixed_shapes_keep_their_sizes(tmp_path):
   for i, (h, w) in enumerate(shapes):
     pixels = np.asarray(gradient(w, h, seed=i))
     decoded.append(DecodedImage(input=InputFile(uri=f'/x/{i}.png',
-                                                rel=f'{i}.png'),
+                                                rel=f'{i}.png', todo=('red',)),
                                 pixels=pixels, source_width=w,
                                 source_height=h))
   styles = [StyleRef(uri=str(style), label='red')]

@@ -3,16 +3,16 @@
 import io
 import logging
 import time
-import uuid
 from typing import Iterable
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from PIL import Image
 
 from transforms import paths
+from transforms.incremental import marker_uri, work_identity
+from transforms.storage import write_atomically
 from transforms.records import (Failure, ManifestRow, Status, StylizedImage,
                                 describe_error)
 
@@ -43,32 +43,12 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
   return buf.getvalue()
 
 
-def output_uri(output: str, style_label: str, out_stem: str, fmt: str) -> str:
-  """{output}/{style label}/{input path below its root}.{fmt}."""
-  return paths.join(output, style_label, f'{out_stem}.{fmt}')
-
-
-def write_atomically(uri: str, data: bytes, mime_type: str) -> None:
-  """Writes to a temporary name beside uri, then renames into place.
-
-  A run killed mid-write leaves at most a '.tmp-*' file, never a
-  half-written output under the final name.
-  """
-  tmp = f'{uri}.tmp-{uuid.uuid4().hex[:12]}'
-  with FileSystems.create(tmp, mime_type=mime_type) as f:
-    f.write(data)
-  try:
-    FileSystems.rename([tmp], [uri])
-  except Exception:
-    FileSystems.delete([tmp])
-    raise
-
-
 class EncodeAndWriteFn(beam.DoFn):
   """StylizedImage -> ok ManifestRow; 'failed' Failure if encode/write fails."""
 
   def __init__(self, output: str, fmt: str, quality: int, model: str,
-               params: dict):
+               params: dict, job_key: str):
+    self._job_key = job_key
     self._params = dict(params)
     self._output = output
     self._fmt = fmt
@@ -78,7 +58,7 @@ class EncodeAndWriteFn(beam.DoFn):
 
   def process(self, item: StylizedImage) -> Iterable:
     timings = dict(item.timings)
-    uri = output_uri(self._output, item.style.label, item.input.out_stem,
+    uri = paths.output_uri(self._output, item.style.label, item.input.out_stem,
                      self._fmt)
     try:
       start = time.perf_counter()
@@ -86,6 +66,10 @@ class EncodeAndWriteFn(beam.DoFn):
       timings['encode_s'] = time.perf_counter() - start
       start = time.perf_counter()
       write_atomically(uri, data, MIME_TYPES[self._fmt])
+      # The done marker comes after the output: a marker always means a
+      # complete output (see transforms/incremental.py).
+      write_atomically(marker_uri(self._output, work_identity(
+          item.input, item.style, self._job_key)), b'')
       timings['write_s'] = time.perf_counter() - start
     except Exception as e:  # pylint: disable=broad-except
       yield beam.pvalue.TaggedOutput(FAILED, Failure(
@@ -107,9 +91,9 @@ class EncodeAndWrite(beam.PTransform):
   """PCollection[StylizedImage] -> (ok ManifestRows, failed Failures)."""
 
   def __init__(self, output: str, fmt: str, quality: int, model: str,
-               params: dict):
+               params: dict, job_key: str):
     super().__init__()
-    self._fn = EncodeAndWriteFn(output, fmt, quality, model, params)
+    self._fn = EncodeAndWriteFn(output, fmt, quality, model, params, job_key)
 
   def expand(self, stylized):
     results = stylized | 'EncodeWrite' >> beam.ParDo(self._fn).with_outputs(

@@ -48,12 +48,23 @@ class ExpandInputSpec(beam.DoFn):
 def list_file_entry(line: str, list_dir: str) -> InputFile:
   """An --input_list line -> InputFile; rel is the URI without its scheme.
 
-  A relative local entry is taken relative to the list file's folder.
+  A relative local entry is taken relative to the list file's folder. Size
+  and modification time come from one metadata look-up (they are part of
+  the incremental identity); a missing file keeps -1 and fails when read.
   """
   uri = line
   if not paths.has_scheme(line) and not line.startswith('/'):
     uri = paths.join(list_dir, line)
-  return InputFile(uri=uri, rel=paths.strip_scheme(uri))
+  size, mtime = -1, 0.0
+  try:
+    metas = FileSystems.match([uri])[0].metadata_list
+    if metas:
+      size = metas[0].size_in_bytes
+      mtime = float(metas[0].last_updated_in_seconds or 0.0)
+  except Exception as e:  # pylint: disable=broad-except
+    logger.debug('No metadata for %s: %s', uri, e)
+  return InputFile(uri=uri, rel=paths.strip_scheme(uri), size_bytes=size,
+                   mtime=mtime)
 
 
 def _first_by_rel(keyed: Tuple[str, Iterable[InputFile]]) -> InputFile:

@@ -1,14 +1,14 @@
 """The manifest sink: one JSON line per (input, style), plus summary.json."""
 
+import hashlib
 import json
 import logging
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from transforms import paths
-from transforms.encode import write_atomically
+from transforms.storage import delete_files, list_files, write_atomically
 from transforms.records import Failure, ManifestRow, Status, StyleRef
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,8 @@ SUMMARY_NAME = 'summary.json'
 def failure_rows(failure: Failure, styles: Sequence[StyleRef],
                  model: str, params: Dict) -> Iterable[ManifestRow]:
   """A Failure -> one failed row per affected style."""
-  affected = [failure.style] if failure.style is not None else styles
+  affected = [failure.style] if failure.style is not None else [
+      s for s in styles if s.label in failure.input.todo]
   for style in affected:
     yield ManifestRow(
         input=failure.input.uri, style=style.uri, status=Status.FAILED,
@@ -35,15 +36,42 @@ def row_to_json(row: ManifestRow) -> str:
   return json.dumps(row.to_json_dict(), ensure_ascii=False, sort_keys=True)
 
 
+def shard_name(output: str, index: int, count: int) -> str:
+  return paths.join(output, f'{MANIFEST_PREFIX}-{index:05d}-of-{count:05d}'
+                    f'{MANIFEST_SUFFIX}')
+
+
+def shard_of(row: ManifestRow, count: int) -> int:
+  """A stable shard for a row (the same on every worker and every run)."""
+  digest = hashlib.sha1(f'{row.input}\0{row.style}'.encode()).digest()
+  return int.from_bytes(digest[:4], 'big') % count
+
+
+def write_shard(keyed: Tuple[int, Iterable[ManifestRow]], output: str,
+                count: int) -> str:
+  """Writes one manifest shard, rows sorted, under its final name.
+
+  Written by hand rather than WriteToText: Beam's file sinks finalise with a
+  batch rename, which the GCS emulator cannot serve, and a shard written
+  whole under a deterministic name is already idempotent when a bundle is
+  retried.
+  """
+  index, rows = keyed
+  lines = sorted(row_to_json(r) for r in rows)
+  uri = shard_name(output, index, count)
+  write_atomically(uri, ('\n'.join(lines) + '\n').encode('utf-8'),
+                   'application/x-ndjson')
+  return uri
+
+
 def delete_stale_manifests(written: List[str], output: str) -> List[str]:
   """Removes manifest shards an earlier run left that this run did not write."""
   keep = {paths.join(w) for w in written}
   pattern = paths.join(output, MANIFEST_PREFIX + '*' + MANIFEST_SUFFIX)
-  stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list
-           if paths.join(m.path) not in keep]
+  stale = [m.path for m in list_files(pattern) if paths.join(m.path) not in keep]
   if stale:
     logger.info('Removing %d stale manifest shard(s): %s', len(stale), stale)
-    FileSystems.delete(stale)
+    delete_files(stale)
   return sorted(keep)
 
 
@@ -100,16 +128,17 @@ def write_summary(acc: Dict, ignored: int, manifests: List[str],
 
 
 class WriteManifest(beam.PTransform):
-  """(ok ManifestRows, Failures, ignored paths) -> the written summary dict.
+  """(ok rows, Failures, skipped rows, ignored paths) -> the summary dict.
 
-  Writes {output}/manifest-SSSSS-of-NNNNN.jsonl with Beam's WriteToText, then
-  deletes shards of earlier runs, then writes {output}/summary.json, so the
-  files always describe the latest run only.
+  Writes {output}/manifest-SSSSS-of-NNNNN.jsonl, then deletes shards of
+  earlier runs, then writes {output}/summary.json, so the files always
+  describe the latest run only.
   """
 
   def __init__(self, output: str, styles: Sequence[StyleRef], model: str,
-               info: Dict, params: Dict):
+               info: Dict, params: Dict, shards: int = 1):
     super().__init__()
+    self._shards = shards
     self._params = dict(params)
     self._output = output
     self._styles = list(styles)
@@ -117,17 +146,16 @@ class WriteManifest(beam.PTransform):
     self._info = dict(info)
 
   def expand(self, inputs):
-    ok_rows, failures, ignored = inputs
+    ok_rows, failures, skipped_rows, ignored = inputs
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
         failure_rows, self._styles, self._model, self._params)
-    rows = (ok_rows, failed_rows) | 'AllRows' >> beam.Flatten()
+    rows = (ok_rows, failed_rows, skipped_rows) | 'AllRows' >> beam.Flatten()
     written = (
         rows
-        | 'ToJson' >> beam.Map(row_to_json)
-        | 'WriteJsonl' >> beam.io.WriteToText(
-            paths.join(self._output, MANIFEST_PREFIX),
-            file_name_suffix=MANIFEST_SUFFIX,
-            shard_name_template='-SSSSS-of-NNNNN'))
+        | 'KeyByShard' >> beam.Map(lambda r, n: (shard_of(r, n), r),
+                                   self._shards)
+        | 'GroupByShard' >> beam.GroupByKey()
+        | 'WriteJsonl' >> beam.Map(write_shard, self._output, self._shards))
     manifests = (
         written
         | 'WrittenList' >> beam.combiners.ToList()

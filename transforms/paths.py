@@ -193,6 +193,11 @@ def join(base: str, *parts: str) -> str:
   return out
 
 
+def output_uri(output: str, style_label: str, out_stem: str, fmt: str) -> str:
+  """{output}/{style label}/{input path below its root}.{fmt}."""
+  return join(output, style_label, f'{out_stem}.{fmt}')
+
+
 def list_entries(lines: Iterable[str]) -> Iterable[str]:
   """Image URIs from a list file: blank lines and '#' comments ignored."""
   for line in lines:

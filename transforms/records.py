@@ -28,12 +28,15 @@ class InputFile:
     mtime: last-modified time reported by the listing (0 if unknown).
     out_stem: output path below the style folder, without extension;
       defaults to rel without its extension.
+    todo: labels of the styles still to apply (set by the planning step;
+      empty before it).
   """
   uri: str
   rel: str
   size_bytes: int = -1
   mtime: float = 0.0
   out_stem: str = ''
+  todo: Tuple[str, ...] = ()
 
   def __post_init__(self):
     if not self.out_stem:

@@ -131,7 +131,11 @@ class StylizeBatches(beam.DoFn):
       groups[item.pixels.shape].append(item)
     for items in groups.values():
       for style in self._styles:
-        yield from self._run(items, style)
+        # Only the images for which this style is still to do (incremental
+        # runs skip pairs already done).
+        wanted = [i for i in items if style.label in i.input.todo]
+        if wanted:
+          yield from self._run(wanted, style)
 
   def _run(self, items: List[DecodedImage], style: StyleRef) -> Iterable:
     model = self._model
