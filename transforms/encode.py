@@ -12,9 +12,9 @@ from PIL import Image
 
 from transforms import paths
 from transforms.incremental import marker_uri, work_identity
-from transforms.storage import write_atomically
 from transforms.records import (Failure, ManifestRow, Status, StylizedImage,
                                 describe_error)
+from transforms.storage import use_anonymous_gcs_for_emulator, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class EncodeAndWriteFn(beam.DoFn):
     self._quality = quality
     self._model = model
     self._bytes = Metrics.counter('stylize', 'bytes_written')
+
+  def setup(self):
+    use_anonymous_gcs_for_emulator()
 
   def process(self, item: StylizedImage) -> Iterable:
     timings = dict(item.timings)

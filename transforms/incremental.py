@@ -44,7 +44,7 @@ def marker_uri(output: str, identity: str) -> str:
 
 def scan_output(output: str) -> Dict[str, object]:
   """One listing of {output}: done markers, existing files, leftovers."""
-  markers, files, leftovers = set(), set(), []
+  markers, files, leftovers = set(), set(), []  # list_files sets up auth
   done_prefix = paths.join(output, DONE_DIR) + '/'
   for meta in list_files(paths.join(output, '**')):
     path = paths.join(meta.path)

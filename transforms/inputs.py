@@ -10,6 +10,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import paths
 from transforms.records import InputFile
+from transforms.storage import use_anonymous_gcs_for_emulator
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ class ExpandInputSpec(beam.DoFn):
   def __init__(self, base: str):
     self._base = base
     self._ignored = Metrics.counter('stylize', 'files_ignored')
+
+  def setup(self):
+    use_anonymous_gcs_for_emulator()
 
   def process(self, spec: paths.InputSpec) -> Iterable:
     for result in FileSystems.match([spec.pattern]):
@@ -55,6 +59,7 @@ def list_file_entry(line: str, list_dir: str) -> InputFile:
   uri = line
   if not paths.has_scheme(line) and not line.startswith('/'):
     uri = paths.join(list_dir, line)
+  use_anonymous_gcs_for_emulator()
   size, mtime = -1, 0.0
   try:
     metas = FileSystems.match([uri])[0].metadata_list

@@ -1,6 +1,7 @@
 """Small file-system helpers on top of Beam FileSystems (local and gs://)."""
 
 import logging
+import os
 import uuid
 from typing import Iterable, List
 
@@ -9,6 +10,33 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import paths
 
 logger = logging.getLogger(__name__)
+
+
+EMULATOR_ENV = 'STORAGE_EMULATOR_HOST'
+
+
+def use_anonymous_gcs_for_emulator() -> None:
+  """With a GCS emulator (STORAGE_EMULATOR_HOST), skip the credential hunt.
+
+  Beam looks for Google default credentials with retries and backoff (about
+  25 s) before it connects anonymously, and its --no_auth flag does not
+  reach its GCS client. An emulator needs no credentials, so when one is
+  configured, Beam's process-wide credential cache is set to "anonymous" up
+  front. This reaches into apache_beam.internal (no public switch exists);
+  it is a no-op without the emulator variable. Called by the launcher and by
+  the setup() of every DoFn that does I/O, since workers are other processes.
+  """
+  if not os.environ.get(EMULATOR_ENV):
+    return
+  try:
+    from apache_beam.internal.gcp import auth
+  except ImportError:  # pragma: no cover - Beam without the gcp extra
+    return
+  creds = getattr(auth, '_Credentials', None)
+  if creds is not None and not getattr(creds, '_credentials_init', True):
+    with creds._credentials_lock:  # pylint: disable=protected-access
+      creds._credentials = None  # pylint: disable=protected-access
+      creds._credentials_init = True  # pylint: disable=protected-access
 
 
 def is_object_store(uri: str) -> bool:
@@ -26,11 +54,14 @@ def write_atomically(uri: str, data: bytes,
   which the next run removes.
   """
   if is_object_store(uri):
-    with FileSystems.create(uri, mime_type=mime_type) as f:
+    use_anonymous_gcs_for_emulator()
+    with FileSystems.create(uri, mime_type=mime_type,
+                            compression_type='uncompressed') as f:
       f.write(data)
     return
   tmp = f'{uri}{TMP_MARK}{uuid.uuid4().hex[:12]}'
-  with FileSystems.create(tmp, mime_type=mime_type) as f:
+  with FileSystems.create(tmp, mime_type=mime_type,
+                          compression_type='uncompressed') as f:
     f.write(data)
   try:
     FileSystems.rename([tmp], [uri])
@@ -51,6 +82,7 @@ def delete_files(uris: Iterable[str]) -> List[str]:
   send). One request per file works on GCS and on the emulator alike; this
   is only used for a handful of stale files per run.
   """
+  use_anonymous_gcs_for_emulator()
   deleted = []
   for uri in uris:
     try:
@@ -67,6 +99,7 @@ def delete_files(uris: Iterable[str]) -> List[str]:
 
 def list_files(pattern: str) -> List:
   """FileMetadata for everything matching pattern ([] when nothing does)."""
+  use_anonymous_gcs_for_emulator()
   try:
     return list(FileSystems.match([pattern])[0].metadata_list)
   except Exception as e:  # pylint: disable=broad-except

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -66,12 +66,16 @@ class LoadedModel:
 
 
 def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
-                          style_size: int, tf_threads: int) -> LoadedModel:
+                          style_size: int, tf_threads: int,
+                          model_sha256: Optional[str] = None) -> LoadedModel:
   """Loads the model and prepares every style once (per worker process)."""
   from transforms.models.loader import load_stylizer
+  from transforms.storage import use_anonymous_gcs_for_emulator
+  use_anonymous_gcs_for_emulator()
   configure_tf_threads(tf_threads)
   start = time.perf_counter()
-  stylizer = load_stylizer(model_handle, threads=tf_threads)
+  stylizer = load_stylizer(model_handle, threads=tf_threads,
+                           expected_sha256=model_sha256)
   states = {
       s.label: stylizer.prepare_blend(
           [(w, load_style_image(uri, style_size)) for uri, w in s.parts])
@@ -94,7 +98,9 @@ class StylizeBatches(beam.DoFn):
 
   def __init__(self, model_handle: str, styles: Sequence[StyleRef],
                style_size: int, tf_threads: int,
-               params: StyleParams = StyleParams()):
+               params: StyleParams = StyleParams(),
+               model_sha256: Optional[str] = None):
+    self._model_sha256 = model_sha256
     self._params = params
     self._model_handle = model_handle
     self._styles = list(styles)
@@ -108,7 +114,8 @@ class StylizeBatches(beam.DoFn):
 
   def _load(self) -> LoadedModel:
     return load_model_and_styles(self._model_handle, self._styles,
-                                 self._style_size, self._tf_threads)
+                                 self._style_size, self._tf_threads,
+                                 self._model_sha256)
 
   def setup(self):
     # One load per process: DoFn instances on other threads share it.
@@ -178,10 +185,11 @@ class Stylize(beam.PTransform):
 
   def __init__(self, model_handle: str, styles: Sequence[StyleRef],
                style_size: int, batch_size: int, tf_threads: int,
-               params: StyleParams = StyleParams()):
+               params: StyleParams = StyleParams(),
+               model_sha256: Optional[str] = None):
     super().__init__()
     self._fn = StylizeBatches(model_handle, styles, style_size, tf_threads,
-                              params)
+                              params, model_sha256)
     self._batch_size = batch_size
 
   def expand(self, decoded):

@@ -37,7 +37,9 @@ class HubStylizer(Stylizer):
           f'could not load model {handle!r} with tensorflow_hub.load: '
           f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'
           '. Give --model a local SavedModel directory, a reachable TF Hub '
-          'handle, or "builtin".') from e
+          'handle, or "builtin". (tfhub.dev handles are served by Kaggle '
+          'Models; without internet access, mirror the model into a folder or '
+          'bucket and give that path.)') from e
     if not callable(self._model):
       raise ModelLoadError(
           f'model {handle!r} loaded but is not callable as model(content, '

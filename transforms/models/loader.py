@@ -2,9 +2,11 @@
 
 import logging
 import os
+from typing import Optional
 
+from transforms import paths
 from transforms.models.base import ModelLoadError, Stylizer
-from transforms.models import builtin
+from transforms.models import builtin, cache
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +18,11 @@ def describe_model(handle: str) -> str:
   """What a handle names: 'builtin', 'tflite', 'savedmodel' or 'hub'."""
   if handle == builtin.BUILTIN_NAME:
     return 'builtin'
+  if paths.has_scheme(handle) and not handle.startswith(
+      ('http://', 'https://', 'file://')):
+    # gs:// and other FileSystems schemes: what the files are is known once
+    # they are in the local cache.
+    return describe_model(cache.localize(handle))
   if handle.endswith('.tflite') or ('.tflite,' in handle) or (
       os.path.isdir(handle) and any(f.endswith('.tflite')
                                     for f in os.listdir(handle))):
@@ -25,12 +32,27 @@ def describe_model(handle: str) -> str:
   return 'savedmodel'
 
 
-def load_stylizer(handle: str, threads: int = 0) -> Stylizer:
-  """Loads the model named by handle.
+def load_stylizer(handle: str, threads: int = 0,
+                  expected_sha256: Optional[str] = None) -> Stylizer:
+  """Loads the model named by handle (copied to the local cache if remote).
 
   Raises:
     ModelLoadError: with a message that says what to fix.
   """
+  from transforms.models.hub_model import HubStylizer
+  original = handle
+  handle = cache.localize(handle)
+  if expected_sha256 and describe_model(handle) == 'hub':
+    raise ModelLoadError(
+        '--model_sha256 needs a model in files (local, gs:// or .tar.gz); a '
+        'TF Hub handle is downloaded and cached by tensorflow_hub itself.')
+  cache.verify_digest(handle, expected_sha256, original)
+  stylizer = _load_local(handle, threads)
+  stylizer.handle = original
+  return stylizer
+
+
+def _load_local(handle: str, threads: int) -> Stylizer:
   from transforms.models.hub_model import HubStylizer
   kind = describe_model(handle)
   if kind == 'tflite':

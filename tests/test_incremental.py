@@ -1,0 +1,144 @@
+"""Incremental runs, interrupted runs, digests and failure-ratio exit codes."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from beam_jobs.options import ConfigError
+from beam_jobs.stylize import main, run
+from tests.conftest import ROOT, gradient, shared_path
+from tests.test_end_to_end import manifest_rows
+
+
+def _photos(folder, n, size=(640, 480)):
+  folder.mkdir(parents=True, exist_ok=True)
+  for i in range(n):
+    gradient(*size, seed=i).save(folder / f'img{i:03d}.jpg', quality=90)
+
+
+def test_rerun_after_adding_images_does_only_the_new(tmp_path, samples):
+  inputs = tmp_path / 'in'
+  _photos(inputs, 6, (64, 48))
+  out = tmp_path / 'out'
+  argv = ['--input', str(inputs), '--style', str(samples / 'style' / 'waves.jpg'),
+          '--model', 'builtin', '--output', str(out)]
+  run(argv)
+  before = {p: os.path.getmtime(p) for p in glob.glob(f'{out}/waves/*.jpg')}
+  assert len(before) == 6
+  for i in range(6, 9):
+    gradient(64, 48, seed=i).save(inputs / f'img{i:03d}.jpg')
+  run(argv)
+  rows = manifest_rows(out)
+  status = {os.path.basename(r['input']): r['status'] for r in rows}
+  assert sorted(k for k, v in status.items() if v == 'skipped') == [
+      f'img{i:03d}.jpg' for i in range(6)]
+  assert sorted(k for k, v in status.items() if v == 'ok') == [
+      f'img{i:03d}.jpg' for i in range(6, 9)]
+  for path, mtime in before.items():
+    assert os.path.getmtime(path) == mtime  # Not rewritten.
+
+
+def test_changed_input_or_parameters_are_redone(tmp_path, samples):
+  inputs = tmp_path / 'in'
+  _photos(inputs, 2, (64, 48))
+  out = tmp_path / 'out'
+  argv = ['--input', str(inputs), '--style', str(samples / 'style' / 'waves.jpg'),
+          '--model', 'builtin', '--output', str(out)]
+  run(argv)
+  gradient(80, 40, seed=99).save(inputs / 'img000.jpg')  # Edited photo.
+  run(argv)
+  status = {os.path.basename(r['input']): r['status'] for r in manifest_rows(out)}
+  assert status == {'img000.jpg': 'ok', 'img001.jpg': 'skipped'}
+  run(argv + ['--jpeg_quality', '70'])  # Another parameter: all redone.
+  assert {r['status'] for r in manifest_rows(out)} == {'ok'}
+  run(argv + ['--jpeg_quality', '70', '--force'])
+  assert {r['status'] for r in manifest_rows(out)} == {'ok'}
+
+
+def test_deleted_output_is_redone(tmp_path, samples):
+  inputs = tmp_path / 'in'
+  _photos(inputs, 2, (64, 48))
+  out = tmp_path / 'out'
+  argv = ['--input', str(inputs), '--style', str(samples / 'style' / 'waves.jpg'),
+          '--model', 'builtin', '--output', str(out)]
+  run(argv)
+  os.remove(out / 'waves' / 'img001.jpg')
+  run(argv)
+  status = {os.path.basename(r['input']): r['status'] for r in manifest_rows(out)}
+  assert status == {'img000.jpg': 'skipped', 'img001.jpg': 'ok'}
+  assert (out / 'waves' / 'img001.jpg').exists()
+
+
+@pytest.mark.slow
+def test_killed_run_then_rerun_processes_each_input_exactly_once(
+    tmp_path, shared_savedmodel, shared_styles):
+  inputs = tmp_path / 'in'
+  _photos(inputs, 40)
+  out = tmp_path / 'out'
+  argv = ['--input', str(inputs), '--style',
+          str(shared_styles / 'towers_1916_sq.jpg'),
+          '--model', str(shared_savedmodel), '--output', str(out),
+          '--batch_size', '2']
+  proc = subprocess.Popen([sys.executable, '-m', 'beam_jobs.stylize'] + argv,
+                          cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  done_dir = out / '.stylize' / 'done'
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if done_dir.exists() and len(os.listdir(done_dir)) >= 4:
+      break
+    time.sleep(0.02)
+  assert proc.poll() is None, 'the run finished before it could be killed'
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done_before = len(os.listdir(done_dir))
+  assert 4 <= done_before < 40
+  assert not list(out.glob('manifest*.jsonl'))  # It died before the manifest.
+  # What a write killed half-way leaves: a temporary file, never a final name.
+  (out / 'towers_1916_sq' / 'img039.jpg.tmp-deadbeef0000').write_bytes(b'\xff')
+  run(argv)
+  rows = manifest_rows(out)
+  assert sorted(os.path.basename(r['input']) for r in rows) == [
+      f'img{i:03d}.jpg' for i in range(40)]
+  skipped = [r for r in rows if r['status'] == 'skipped']
+  assert len(skipped) == done_before
+  assert all(r['status'] in ('ok', 'skipped') for r in rows)
+  assert not list(out.rglob('*.tmp-*'))
+  files = sorted(out.glob('towers_1916_sq/*'))
+  assert len(files) == 40
+  for f in files:
+    with Image.open(f) as im:
+      im.load()  # Complete, decodable files only.
+
+
+def test_model_digest_mismatch_fails_fast(tmp_path, samples, shared_savedmodel):
+  photo = tmp_path / 'p.jpg'
+  gradient(32, 32).save(photo)
+  out = tmp_path / 'out'
+  with pytest.raises(ConfigError, match='SHA-256 .* not the expected'):
+    run(['--input', str(photo), '--style', str(samples / 'style' / 'waves.jpg'),
+         '--model', str(shared_savedmodel), '--model_sha256', '0' * 64,
+         '--output', str(out)])
+  assert not (out / 'summary.json').exists()
+
+
+def test_failure_ratio_decides_the_exit_code(tmp_path, samples, capsys):
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  gradient(32, 32).save(inputs / 'good.jpg')
+  (inputs / 'bad.jpg').write_bytes(b'broken')
+  argv = ['--input', str(inputs), '--style', str(samples / 'style' / 'waves.jpg'),
+          '--model', 'builtin']
+  assert main(argv + ['--output', str(tmp_path / 'a')]) == 1
+  assert 'more than --max_failure_ratio' in capsys.readouterr().err
+  assert main(argv + ['--output', str(tmp_path / 'b'),
+                      '--max_failure_ratio', '0.5']) == 0
+  summary = json.loads((tmp_path / 'b' / 'summary.json').read_text())
+  assert summary['counts'] == {'ok': 1, 'failed': 1, 'skipped': 0}

@@ -1,0 +1,175 @@
+"""Remote and packed models copied once into a local per-worker cache, digests.
+
+TF and LiteRT load from local files; a gs:// SavedModel folder, a `.tar.gz`
+SavedModel or gs:// TF Lite files are copied (through Beam FileSystems) into
+{STYLIZE_CACHE_DIR}/remote/<key>/ once per machine, where the key covers the
+handle and the remote files' sizes and times, so a replaced model is fetched
+again. Copies are made in a temporary folder and renamed into place, so
+concurrent worker processes never load half a model.
+"""
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from typing import List, Optional, Tuple
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import paths
+from transforms.models.base import ModelLoadError
+from transforms.models.builtin import cache_dir
+from transforms.storage import list_files
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+def _is_remote(path: str) -> bool:
+  return paths.has_scheme(path) and not path.startswith(('http://', 'https://',
+                                                         'file://'))
+
+
+def needs_localizing(handle: str) -> bool:
+  """gs:// (any FileSystems scheme but http) or a packed .tar.gz model."""
+  parts = handle.split(',')
+  return any(_is_remote(p) or p.endswith(('.tar.gz', '.tgz')) for p in parts)
+
+
+def _remote_files(uri: str) -> List[Tuple[str, int, float]]:
+  """(path, size, mtime) of a remote file, or of every file below a folder."""
+  if FileSystems.exists(uri):
+    meta = FileSystems.match([uri])[0].metadata_list[0]
+    return [(meta.path, meta.size_in_bytes, meta.last_updated_in_seconds)]
+  metas = list_files(paths.join(uri, '**'))
+  if not metas:
+    raise ModelLoadError(f'model {uri!r} does not exist (no file or folder '
+                         'there).')
+  return sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds)
+                for m in metas)
+
+
+def _copy(src: str, dst: str) -> None:
+  os.makedirs(os.path.dirname(dst), exist_ok=True)
+  with FileSystems.open(src, compression_type='uncompressed') as fin, open(
+      dst, 'wb') as fout:
+    shutil.copyfileobj(fin, fout, _CHUNK)
+
+
+def _safe_extract(archive: str, dest: str) -> None:
+  with tarfile.open(archive, 'r:*') as tar:
+    try:
+      tar.extractall(dest, filter='data')  # Refuses absolute paths and '..'.
+    except TypeError:  # pragma: no cover - Python without extraction filters
+      for member in tar.getmembers():
+        target = os.path.realpath(os.path.join(dest, member.name))
+        if not target.startswith(os.path.realpath(dest) + os.sep):
+          raise ModelLoadError(f'unsafe path {member.name!r} in {archive}')
+      tar.extractall(dest)
+
+
+def _savedmodel_root(folder: str) -> str:
+  """The folder holding saved_model.pb (archives often add one level)."""
+  for root, _, files in os.walk(folder):
+    if 'saved_model.pb' in files:
+      return root
+  return folder
+
+
+def _localize_one(uri: str) -> str:
+  """One model part -> local path (file or folder)."""
+  if _is_remote(uri):
+    files = _remote_files(uri)
+  else:
+    files = [(uri, os.path.getsize(uri), os.path.getmtime(uri))]
+  key = hashlib.sha1(repr((uri, files)).encode()).hexdigest()[:20]
+  target = os.path.join(cache_dir(), 'remote', key)
+  if not os.path.exists(target):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.fetch-', dir=os.path.dirname(target))
+    try:
+      single = len(files) == 1 and files[0][0] == uri
+      for path, _, _ in files:
+        rel = os.path.basename(path) if single else paths.relative_path(
+            path, uri)
+        if _is_remote(uri):
+          _copy(path, os.path.join(tmp, rel))
+        else:
+          shutil.copy(path, os.path.join(tmp, rel))
+      if uri.endswith(('.tar.gz', '.tgz')):
+        archive = os.path.join(tmp, os.path.basename(uri))
+        _safe_extract(archive, os.path.join(tmp, 'model'))
+        os.remove(archive)
+      try:
+        os.rename(tmp, target)
+      except OSError:
+        if not os.path.exists(target):
+          raise
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    logger.info('Cached model %s in %s', uri, target)
+  if uri.endswith(('.tar.gz', '.tgz')):
+    return _savedmodel_root(os.path.join(target, 'model'))
+  if len(files) == 1 and files[0][0] == uri:
+    return os.path.join(target, os.path.basename(uri))
+  return target
+
+
+def localize(handle: str) -> str:
+  """A handle loadable from local files (unchanged if it already is)."""
+  if not needs_localizing(handle):
+    return handle
+  try:
+    return ','.join(_localize_one(p.strip()) for p in handle.split(','))
+  except ModelLoadError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise ModelLoadError(f'could not fetch model {handle!r}: '
+                         f'{type(e).__name__}: {e}') from e
+
+
+def _file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(_CHUNK), b''):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def model_digest(local_handle: str) -> str:
+  """SHA-256 of a model file; of a folder or file pair, of its listing.
+
+  A folder's digest is the SHA-256 of the sorted lines
+  '<relative path> <sha256 of the file>\\n' (the same whether the folder was
+  copied from a bucket or not); a single file's is the file's own.
+  """
+  parts = [p.strip() for p in local_handle.split(',')]
+  if len(parts) == 1 and os.path.isfile(parts[0]):
+    return _file_sha256(parts[0])
+  lines = []
+  for part in parts:
+    if os.path.isfile(part):
+      lines.append(f'{os.path.basename(part)} {_file_sha256(part)}\n')
+      continue
+    for root, _, files in os.walk(part):
+      for name in files:
+        full = os.path.join(root, name)
+        rel = os.path.relpath(full, part).replace(os.sep, '/')
+        lines.append(f'{rel} {_file_sha256(full)}\n')
+  return hashlib.sha256(''.join(sorted(lines)).encode()).hexdigest()
+
+
+def verify_digest(local_handle: str, expected: Optional[str],
+                  handle: str) -> None:
+  """Raises ModelLoadError when the model's digest is not the expected one."""
+  if not expected:
+    return
+  actual = model_digest(local_handle)
+  if actual.lower() != expected.strip().lower():
+    raise ModelLoadError(
+        f'model {handle!r} has SHA-256 {actual}, not the expected '
+        f'{expected} (--model_sha256): the model changed or is not the one '
+        'you meant. Refusing to use it.')
