@@ -12,7 +12,8 @@ from typing import List, Optional, Sequence
 import yaml
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions,
-                                                  PipelineOptions)
+                                                  PipelineOptions,
+                                                  StandardOptions)
 
 from transforms import paths
 from transforms.decode import DEFAULT_MAX_PIXELS
@@ -28,6 +29,19 @@ logger = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
   """A configuration mistake, found before any work; the message says the fix."""
+
+
+def _boolean(text) -> bool:
+  """'--flag', '--flag=true' and '--flag=false' all work (Flex Templates
+  pass every parameter as --name=value)."""
+  if isinstance(text, bool):
+    return text
+  value = str(text).strip().lower()
+  if value in ('1', 'true', 'yes', 'on'):
+    return True
+  if value in ('0', 'false', 'no', 'off', ''):
+    return False
+  raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
 
 
 class StylizeOptions(PipelineOptions):
@@ -75,7 +89,8 @@ class StylizeOptions(PipelineOptions):
         help='0-1: how much of the style to apply. TF Lite models mix style '
         'vectors (Magenta); SavedModels/TF Hub mix output and content pixels.')
     parser.add_argument(
-        '--preserve_colors', action='store_true', default=False,
+        '--preserve_colors', nargs='?', const=True, default=False,
+        type=_boolean,
         help='Keep the photo\'s colours: stylized luminance, original chroma.')
     parser.add_argument(
         '--tile_size', type=int, default=0,
@@ -84,7 +99,7 @@ class StylizeOptions(PipelineOptions):
     parser.add_argument('--tile_overlap', type=int, default=64,
                         help='Overlap between tiles, blended with feathering.')
     parser.add_argument(
-        '--force', action='store_true', default=False,
+        '--force', nargs='?', const=True, default=False, type=_boolean,
         help='Redo every (input, style) pair, even those a previous run did.')
     parser.add_argument(
         '--max_failure_ratio', type=float, default=0.05,
@@ -224,11 +239,19 @@ def _probe_output_writable(output: str) -> None:
 
 
 def default_tf_threads(options: PipelineOptions) -> int:
-  """Cores shared among the local worker processes; 0 (TF's own) otherwise."""
+  """TF threads per worker process when --tf_threads is 0.
+
+  Local multi-process runs share the cores among the worker processes.
+  Dataflow starts one SDK process per vCPU, so each gets one TF thread.
+  Otherwise 0: TF's own default (all cores, for a single process).
+  """
   direct = options.view_as(DirectOptions)
   if getattr(direct, 'direct_running_mode', None) == 'multi_processing':
     workers = max(1, direct.direct_num_workers or 1)
     return max(1, (os.cpu_count() or 1) // workers)
+  runner = str(options.view_as(StandardOptions).runner or '')
+  if 'Dataflow' in runner:
+    return 1
   return 0
 
 

@@ -1,0 +1,29 @@
+# One image for Dataflow: the Flex Template launcher and the custom SDK
+# (worker) container, with TensorFlow and this package installed.
+#   docker build -t REGION-docker.pkg.dev/PROJECT/stylize/stylize:0.1.0 .
+# Keep the Beam version equal to the apache-beam installed by setup.py.
+ARG BEAM_VERSION=2.77.0
+FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:latest AS launcher
+FROM apache/beam_python3.11_sdk:${BEAM_VERSION}
+
+COPY --from=launcher /opt/google/dataflow/python_template_launcher \
+     /opt/google/dataflow/python_template_launcher
+
+WORKDIR /template
+COPY setup.py README.md ./
+COPY beam_jobs beam_jobs
+COPY transforms transforms
+COPY configs configs
+RUN pip install --no-cache-dir . \
+ && python -c "import tensorflow, tensorflow_hub, ai_edge_litert, beam_jobs.stylize"
+
+# The builtin model is exported at build time so workers need not.
+ENV STYLIZE_CACHE_DIR=/opt/stylize-cache
+RUN python -c "from transforms.models.builtin import ensure_builtin; ensure_builtin()"
+
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/beam_jobs/stylize.py
+ENV FLEX_TEMPLATE_PYTHON_SETUP_FILE=/template/setup.py
+# Everything is installed in the image: the launcher must not pip install.
+ENV PIP_NO_DEPS=True
+
+ENTRYPOINT ["/opt/apache/beam/boot"]

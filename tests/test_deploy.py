@@ -1,0 +1,33 @@
+"""The shipped configs and the Flex Template spec match the job's flags."""
+
+import json
+
+from apache_beam.options.pipeline_options import StandardOptions
+
+from beam_jobs.options import StylizeOptions, default_tf_threads, known_option_names
+from beam_jobs.stylize import parse
+from tests.conftest import ROOT
+
+
+def test_dataflow_config_parses_with_known_keys(monkeypatch):
+  monkeypatch.chdir(ROOT)
+  options = parse(['--config', 'configs/dataflow.yaml'])
+  assert options.view_as(StandardOptions).runner == 'DataflowRunner'
+  assert options.view_as(StylizeOptions).tf_threads == 1
+  assert default_tf_threads(options) == 1
+  assert 'use_runner_v2' in options.get_all_options()['experiments']
+
+
+def test_flex_template_parameters_are_job_flags():
+  spec = json.loads((ROOT / 'deploy' / 'metadata.json').read_text())
+  names = {p['name'] for p in spec['parameters']}
+  assert names <= known_option_names()
+  scheduler = json.loads((ROOT / 'deploy' / 'scheduler-launch.json').read_text())
+  assert set(scheduler['launchParameter']['parameters']) <= names
+
+
+def test_boolean_flags_accept_template_style_values():
+  o = parse(['--preserve_colors=true', '--force=false']).view_as(StylizeOptions)
+  assert o.preserve_colors is True and o.force is False
+  o = parse(['--preserve_colors', '--force']).view_as(StylizeOptions)
+  assert o.preserve_colors is True and o.force is True
