@@ -84,8 +84,8 @@ def target_size(width: int, height: int,
 
 def decode_image(data: bytes,
                  max_size: Optional[int] = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS
-                 ) -> Tuple[np.ndarray, int, int]:
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 draft: bool = True) -> Tuple[np.ndarray, int, int]:
   """Decodes one image file.
 
   Args:
@@ -93,6 +93,8 @@ def decode_image(data: bytes,
     max_size: long side of the result in pixels (None keeps the size).
     max_pixels: images with more pixels are refused as possible
       decompression bombs.
+    draft: use JPEG draft mode (DCT scaling) when shrinking; False only to
+      measure what it saves.
 
   Returns:
     (uint8 array HxWx3, source width, source height), the source size being
@@ -121,7 +123,7 @@ def decode_image(data: bytes,
   try:
     if getattr(im, 'n_frames', 1) > 1:
       im.seek(0)  # Animations: the first frame.
-    if im.format == 'JPEG' and max_size:
+    if draft and im.format == 'JPEG' and max_size:
       # DCT-domain downscaling (1/2, 1/4, 1/8) to the smallest scale that
       # still covers the target; the exact resize below finishes the job.
       # The long side does not change under EXIF rotation.

@@ -1,0 +1,63 @@
+"""A deterministic, camera-like benchmark data set made from the shared photos."""
+
+import hashlib
+import io
+import logging
+import os
+from typing import List
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+CAMERA_SIZE = (4000, 3000)
+
+
+def _camera_jpeg(src: Image.Image, index: int) -> bytes:
+  """A 12 MP JPEG with sensor-like noise and EXIF, from a small photo."""
+  rng = np.random.default_rng(index)
+  big = src.resize(CAMERA_SIZE, Image.Resampling.BICUBIC)
+  arr = np.asarray(big, dtype=np.int16)
+  # Per-pixel noise so each file is distinct and compresses like a photo.
+  noise = rng.integers(-6, 7, size=arr.shape, dtype=np.int16)
+  im = Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8))
+  exif = Image.Exif()
+  exif[0x010F] = 'stylize-bench'  # Make
+  exif[0x0110] = 'synthetic camera'  # Model
+  exif[0x0112] = 1  # Orientation
+  exif[0x0132] = '2026:11:29 12:00:00'  # DateTime
+  buf = io.BytesIO()
+  im.save(buf, 'JPEG', quality=90, exif=exif.tobytes())
+  return buf.getvalue()
+
+
+def make_dataset(shared_content: str, folder: str, n: int) -> List[str]:
+  """Writes n camera-like JPEGs to folder (reusing files already there).
+
+  File i depends only on i and the source photos, so the first 100 files of
+  a 400-file set are the 100-file set.
+  """
+  os.makedirs(folder, exist_ok=True)
+  sources = sorted(os.path.join(shared_content, f)
+                   for f in os.listdir(shared_content)
+                   if f.lower().endswith(('.jpg', '.jpeg', '.png')))
+  if not sources:
+    raise FileNotFoundError(f'no photos in {shared_content}')
+  images = [Image.open(s).convert('RGB') for s in sources]
+  paths = []
+  for i in range(n):
+    path = os.path.join(folder, f'cam_{i:04d}.jpg')
+    if not os.path.exists(path):
+      data = _camera_jpeg(images[i % len(images)], i)
+      tmp = path + '.tmp'
+      with open(tmp, 'wb') as f:
+        f.write(data)
+      os.replace(tmp, path)
+    paths.append(path)
+  return paths
+
+
+def dataset_key(shared_content: str) -> str:
+  names = sorted(os.listdir(shared_content))
+  return hashlib.sha1(repr(names).encode()).hexdigest()[:8]
