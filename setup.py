@@ -19,6 +19,7 @@ setuptools.setup(
         'pillow>=10.1,<13',
         'numpy>=1.24',
         'pyyaml>=6',
+        'tqdm>=4.60',
         # TF Lite interpreter recommended by TensorFlow (tf.lite is deprecated).
         'ai-edge-litert>=1.2',
     ],
@@ -34,6 +35,7 @@ setuptools.setup(
     entry_points={
         'console_scripts': [
             'stylize=beam_jobs.stylize:main',
+            'stylize-inspect=beam_jobs.inspect_model:main',
         ],
     },
 )

@@ -13,7 +13,8 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions,
                                                   PipelineOptions,
-                                                  StandardOptions)
+                                                  StandardOptions,
+                                                  TestOptions)
 
 from transforms import paths
 from transforms.decode import DEFAULT_MAX_PIXELS
@@ -42,6 +43,11 @@ def _boolean(text) -> bool:
   if value in ('0', 'false', 'no', 'off', ''):
     return False
   raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+  """--dry_run is Beam's own flag (TestOptions); parse() lets it stand bare."""
+  return _boolean(options.view_as(TestOptions).dry_run or False)
 
 
 class StylizeOptions(PipelineOptions):
@@ -111,6 +117,10 @@ class StylizeOptions(PipelineOptions):
         '--model_sha256', default=None,
         help='Expected SHA-256 of the model (a file, or a folder\'s digest as '
         'printed in a mismatch error); checked before use.')
+    parser.add_argument(
+        '--quiet', nargs='?', const=True, default=False, type=_boolean,
+        help='No live progress line; periodic log lines instead (also when '
+        'stderr is not a terminal).')
     parser.add_argument('--config', default=None,
                         help='YAML file with the same keys; the command line '
                         'wins.')
@@ -139,6 +149,7 @@ class JobConfig:
   max_failure_ratio: float = 0.05
   manifest_shards: int = 1
   model_sha256: Optional[str] = None
+  progress_dir: Optional[str] = None
 
   @property
   def job_key(self) -> str:
@@ -208,6 +219,8 @@ def merge_config(argv: Sequence[str]) -> List[str]:
                       'output, model.')
   extra = []
   for key, value in data.items():
+    if key == 'dry_run' and value is True:
+      value = 'true'  # Beam's --dry_run takes a value.
     if key == 'config' or _flag_present(argv, key):
       continue
     values = value if isinstance(value, list) else [value]
@@ -255,7 +268,8 @@ def default_tf_threads(options: PipelineOptions) -> int:
   return 0
 
 
-def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
+def validate(options: PipelineOptions, check_model: bool = True,
+             probe_output: bool = True) -> JobConfig:
   """Checks every setting before any work; returns the resolved JobConfig.
 
   Raises:
@@ -334,7 +348,8 @@ def validate(options: PipelineOptions, check_model: bool = True) -> JobConfig:
         raise ConfigError(f'--style {uri!r} is not a readable image: '
                           f'{e}') from None
 
-  _probe_output_writable(o.output)
+  if probe_output:
+    _probe_output_writable(o.output)
 
   tf_threads = o.tf_threads or default_tf_threads(options)
   model = absolute_model(o.model)

@@ -3,22 +3,28 @@
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_jobs.options import ConfigError, JobConfig, merge_config, validate
+from beam_jobs.options import (ConfigError, JobConfig, StylizeOptions,
+                               is_dry_run, merge_config, validate)
 from transforms import paths
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeAndWrite
 from transforms.incremental import SkipDone
 from transforms.inputs import ListInputs
 from transforms.manifest import SUMMARY_NAME, WriteManifest
-from transforms.storage import use_anonymous_gcs_for_emulator
+from transforms.progress import ProgressMonitor, RecordProgress
+from transforms.report import WriteReport
+from transforms.storage import (use_anonymous_gcs_for_emulator,
+                                write_atomically)
 from transforms.stylize import Stylize
 
 logger = logging.getLogger(__name__)
@@ -26,8 +32,13 @@ logger = logging.getLogger(__name__)
 
 def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   """Wires the stages; no I/O happens here."""
-  files, ignored = p | 'ListInputs' >> ListInputs(
+  listed, ignored = p | 'ListInputs' >> ListInputs(
       job.input_specs, job.input_lists, job.base)
+  # Counted before the reshuffle, so the total is known when work starts.
+  _ = listed | 'CountPairs' >> beam.ParDo(
+      RecordProgress(job.progress_dir, len(job.styles)))
+  # Spread the file records over the workers before any pixels are read.
+  files = listed | 'SpreadWork' >> beam.Reshuffle()
   todo, skipped = files | 'SkipDone' >> SkipDone(
       job.output, job.styles, job.output_format, job.job_key, job.model,
       job.row_params, job.force)
@@ -50,9 +61,11 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       'max_size': job.max_size,
       'params': job.row_params,
   }
-  _ = (ok_rows, failures, skipped, ignored) | 'WriteManifest' >> WriteManifest(
+  rows, summary = (ok_rows, failures, skipped,
+                   ignored) | 'WriteManifest' >> WriteManifest(
       job.output, job.styles, job.model, info, job.row_params,
-      job.manifest_shards)
+      job.manifest_shards, job.progress_dir)
+  _ = (rows, summary) | 'WriteReport' >> WriteReport(job.output, job.styles)
 
 
 def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
@@ -62,6 +75,8 @@ def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
   at once (see transforms.storage.use_anonymous_gcs_for_emulator).
   """
   argv = merge_config(list(sys.argv[1:] if argv is None else argv))
+  # Beam's --dry_run takes a value; a bare --dry_run means true.
+  argv = ['--dry_run=true' if a == '--dry_run' else a for a in argv]
   options = PipelineOptions(argv)
   FileSystems.set_options(options)
   use_anonymous_gcs_for_emulator()
@@ -70,14 +85,23 @@ def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
 
 def run(argv: Optional[Sequence[str]] = None,
         test_pipeline: Optional[beam.Pipeline] = None,
-        check_model: bool = True):
+        check_model: bool = True,
+        progress_dir: Optional[str] = None):
   """Parses, validates, builds and runs the job; returns the PipelineResult.
+
+  Args:
+    argv: command-line flags (sys.argv[1:] when None).
+    test_pipeline: a TestPipeline to build on, instead of a new Pipeline.
+    check_model: load the model once at launch to fail fast on a bad one.
+    progress_dir: local folder for live progress events (see
+      transforms.progress); None records Beam counters only.
 
   Raises:
     ConfigError: a configuration mistake, before any work.
   """
   options = parse(argv)
   job = validate(options, check_model=check_model)
+  job.progress_dir = progress_dir
   start = time.time()
   p = test_pipeline or beam.Pipeline(options=options)
   build_pipeline(p, job)
@@ -85,7 +109,25 @@ def run(argv: Optional[Sequence[str]] = None,
   result.wait_until_finish()
   result.elapsed_s = time.time() - start  # For the closing summary.
   result.job = job
+  finish_summary(job.output, result.elapsed_s)
   return result
+
+
+def finish_summary(output: str, elapsed_s: float) -> dict:
+  """Adds the run's wall time and throughput to summary.json."""
+  summary = read_summary(output)
+  summary['elapsed_s'] = round(elapsed_s, 3)
+  summary['images_per_s'] = round(
+      summary['counts'].get('ok', 0) / elapsed_s, 3) if elapsed_s > 0 else 0.0
+  write_atomically(paths.join(output, SUMMARY_NAME),
+                   json.dumps(summary, indent=2, sort_keys=True).encode(),
+                   'application/json')
+  return summary
+
+
+def is_local_runner(options: PipelineOptions) -> bool:
+  runner = options.view_as(StandardOptions).runner
+  return runner is None or 'Direct' in str(runner) or 'Prism' in str(runner)
 
 
 def read_summary(output: str) -> dict:
@@ -111,14 +153,33 @@ def format_summary(summary: dict, elapsed_s: float) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+  """The console entry point: runs the job with progress and a summary."""
   # TF's C++ INFO/WARNING lines drown the job's own output; errors still show
   # and surface as Python exceptions. Must be set before TF is imported.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logging.basicConfig(level=logging.WARNING,
                       format='%(levelname)s %(name)s: %(message)s')
   logging.getLogger('beam_jobs').setLevel(logging.INFO)
+  argv = list(sys.argv[1:] if argv is None else argv)
   try:
-    result = run(argv)
+    options = parse(argv)
+    if is_dry_run(options):
+      from beam_jobs.dry_run import dry_run, format_plan
+      job = validate(options, check_model=False, probe_output=False)
+      print(format_plan(dry_run(job, options), job))
+      return 0
+    quiet = options.view_as(StylizeOptions).quiet
+    progress_dir = (tempfile.mkdtemp(prefix='stylize-progress-')
+                    if is_local_runner(options) else None)
+    try:
+      if progress_dir:
+        with ProgressMonitor(progress_dir, quiet=quiet):
+          result = run(argv, progress_dir=progress_dir)
+      else:
+        result = run(argv)
+    finally:
+      if progress_dir:
+        shutil.rmtree(progress_dir, ignore_errors=True)
   except ConfigError as e:
     print(f'stylize: error: {e}', file=sys.stderr)
     return 2

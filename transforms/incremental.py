@@ -106,8 +106,10 @@ class SkipDone(beam.PTransform):
   """
 
   def __init__(self, output: str, styles: Sequence[StyleRef], fmt: str,
-               job_key: str, model: str, params: Dict, force: bool):
+               job_key: str, model: str, params: Dict, force: bool,
+               clean_leftovers: bool = True):
     super().__init__()
+    self._clean = clean_leftovers
     self._output = output
     self._plan = PlanWork(output, styles, fmt, job_key, model, params, force)
 
@@ -115,7 +117,8 @@ class SkipDone(beam.PTransform):
     state = (files.pipeline
              | 'OutputFolder' >> beam.Create([self._output])
              | 'ListOutput' >> beam.Map(scan_output))
-    _ = state | 'RemoveLeftovers' >> beam.Map(remove_leftovers)
+    if self._clean:
+      _ = state | 'RemoveLeftovers' >> beam.Map(remove_leftovers)
     planned = files | 'Plan' >> beam.ParDo(
         self._plan, state=beam.pvalue.AsSingleton(state)).with_outputs(
             SKIPPED, main='todo')

@@ -105,7 +105,8 @@ class ListInputs(beam.PTransform):
   """PBegin -> PCollection[InputFile], plus an 'ignored' PCollection[str].
 
   Patterns are expanded on the workers, never globbed in the launcher. Each
-  input URI appears once, and no two inputs share an output name.
+  input URI appears once, and no two inputs share an output name. (The
+  caller reshuffles the result to spread the work.)
   """
 
   def __init__(self, specs: Sequence[paths.InputSpec], list_files: Sequence[str],
@@ -143,10 +144,7 @@ class ListInputs(beam.PTransform):
         | 'OnePerUri' >> beam.Map(_first_by_rel)
         | 'KeyByOutputName' >> beam.Map(lambda i: (i.out_stem, i))
         | 'GroupByOutputName' >> beam.GroupByKey()
-        | 'UniqueOutputs' >> beam.FlatMap(_unique_outputs)
-        # Spread the file records over the workers before any pixels are
-        # read, so reading, decoding and the model run in parallel.
-        | 'SpreadWork' >> beam.Reshuffle())
+        | 'UniqueOutputs' >> beam.FlatMap(_unique_outputs))
     if ignored:
       ignored_pc = ignored | 'AllIgnored' >> beam.Flatten()
     else:

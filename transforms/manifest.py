@@ -9,6 +9,7 @@ import apache_beam as beam
 
 from transforms import paths
 from transforms.storage import delete_files, list_files, write_atomically
+from transforms.progress import RecordProgress
 from transforms.records import Failure, ManifestRow, Status, StyleRef
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def write_summary(acc: Dict, ignored: int, manifests: List[str],
 
 
 class WriteManifest(beam.PTransform):
-  """(ok rows, Failures, skipped rows, ignored paths) -> the summary dict.
+  """(ok rows, Failures, skipped rows, ignored paths) -> (rows, summary).
 
   Writes {output}/manifest-SSSSS-of-NNNNN.jsonl, then deletes shards of
   earlier runs, then writes {output}/summary.json, so the files always
@@ -136,8 +137,10 @@ class WriteManifest(beam.PTransform):
   """
 
   def __init__(self, output: str, styles: Sequence[StyleRef], model: str,
-               info: Dict, params: Dict, shards: int = 1):
+               info: Dict, params: Dict, shards: int = 1,
+               progress_dir: str = None):
     super().__init__()
+    self._progress_dir = progress_dir
     self._shards = shards
     self._params = dict(params)
     self._output = output
@@ -150,6 +153,7 @@ class WriteManifest(beam.PTransform):
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
         failure_rows, self._styles, self._model, self._params)
     rows = (ok_rows, failed_rows, skipped_rows) | 'AllRows' >> beam.Flatten()
+    _ = rows | 'Progress' >> beam.ParDo(RecordProgress(self._progress_dir))
     written = (
         rows
         | 'KeyByShard' >> beam.Map(lambda r, n: (shard_of(r, n), r),
@@ -162,8 +166,9 @@ class WriteManifest(beam.PTransform):
         | 'DeleteStale' >> beam.Map(delete_stale_manifests, self._output))
     counts = rows | 'Count' >> beam.CombineGlobally(SummaryCombineFn())
     n_ignored = ignored | 'CountIgnored' >> beam.combiners.Count.Globally()
-    return counts | 'WriteSummary' >> beam.Map(
+    summary = counts | 'WriteSummary' >> beam.Map(
         write_summary,
         ignored=beam.pvalue.AsSingleton(n_ignored),
         manifests=beam.pvalue.AsSingleton(manifests),
         output=self._output, info=self._info)
+    return rows, summary

@@ -82,6 +82,10 @@ class Stylizer(abc.ABC):
     vector models a [B, ...] stack of per-image vectors.
     """
 
+  def describe(self) -> dict:
+    """Inputs, outputs and conventions, for `stylize-inspect`."""
+    return {}
+
   def content_vector(self, content: np.ndarray) -> Any:
     """The content image's own style vector (vector models only)."""
     raise NotImplementedError

@@ -45,6 +45,25 @@ class HubStylizer(Stylizer):
           f'model {handle!r} loaded but is not callable as model(content, '
           'style); it does not follow the TF Hub Magenta convention.')
 
+  def describe(self) -> dict:
+    """Inputs and outputs as the SavedModel declares them."""
+    info = {'convention': 'model(content, style)[0], float32 in [0, 1]',
+            'style_vector': 'hidden (strength and blends mix pixels)'}
+    try:
+      sig = self._model.signatures['serving_default']
+      info['inputs'] = {k: f'{v.dtype.name} {v.shape}' for k, v in
+                        sig.structured_input_signature[1].items()}
+      info['outputs'] = {k: f'{v.dtype.name} {v.shape}' for k, v in
+                         sig.structured_outputs.items()}
+    except (AttributeError, KeyError, TypeError):
+      try:
+        concrete = self._model.__call__.concrete_functions[0]
+        args = concrete.structured_input_signature[0]
+        info['inputs'] = [f'{a.dtype.name} {a.shape}' for a in args]
+      except (AttributeError, IndexError, TypeError):
+        info['inputs'] = 'not declared (traced on first call)'
+    return info
+
   def prepare_style(self, style: np.ndarray) -> Any:
     # The style tensor is built once per worker and reused for every batch.
     return self._tf.constant(style[np.newaxis].astype(np.float32))

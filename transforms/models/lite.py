@@ -129,6 +129,30 @@ class LiteStylizer(Stylizer):
     self.files = (predict, transfer)
     logger.info('TF Lite pair: %s + %s', predict, transfer)
 
+  def describe(self) -> dict:
+    """Both networks' tensors, as the TF Lite files declare them."""
+    def tensors(details):
+      return {d['name']: f'{d["dtype"].__name__} {[int(x) for x in d["shape"]]}'
+              for d in details}
+    return {
+        'convention': 'prediction(style) -> 100-d vector; transfer(content, '
+                      'vector) -> image',
+        'style_vector': 'exposed (strength and blends mix vectors)',
+        'prediction': self.files[0], 'transfer': self.files[1],
+        'inputs': {
+            'prediction': tensors(
+                self._predict.interpreter.get_input_details()),
+            'transfer': tensors(self._transfer.interpreter.get_input_details()),
+        },
+        'outputs': {
+            'prediction': tensors(
+                self._predict.interpreter.get_output_details()),
+            'transfer': tensors(
+                self._transfer.interpreter.get_output_details()),
+        },
+        'fixed_size': self.fixed_size,
+    }
+
   def _style_vector(self, image: np.ndarray) -> np.ndarray:
     """float [h, w, 3] -> [1, 1, 1, 100] (resized to the predictor's input)."""
     from PIL import Image

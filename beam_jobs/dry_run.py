@@ -1,0 +1,117 @@
+"""--dry_run: what a run would do, from the real listing and plan, no model."""
+
+import collections
+import json
+import os
+import tempfile
+from typing import Dict, List
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_jobs.options import JobConfig
+from transforms import paths
+from transforms.incremental import SkipDone
+from transforms.inputs import ListInputs
+from transforms.records import InputFile
+
+SHOW_OUTPUTS = 5
+
+
+def _root_of(item: InputFile, roots: List[str]) -> str:
+  """The --input folder an input came from ('list' for --input_list)."""
+  best = ''
+  for root in roots:
+    if paths.is_within(item.uri, root) and len(root) > len(best):
+      best = root
+  return best or 'from --input_list'
+
+
+def plan_entries(item: InputFile, roots: List[str], job: JobConfig):
+  """One ('todo', root, style label, output) per pair still to do."""
+  root = _root_of(item, roots)
+  for label in item.todo:
+    yield ('todo', root, label,
+           paths.output_uri(job.output, label, item.out_stem, job.output_format))
+
+
+def summarise(entries, skipped, ignored: int, n_styles: int) -> Dict:
+  todo_per_root = collections.Counter()
+  todo_per_style = collections.Counter()
+  inputs_per_root = collections.defaultdict(set)
+  outputs = []
+  for _, root, label, out in entries:
+    todo_per_root[root] += 1
+    todo_per_style[label] += 1
+    outputs.append(out)
+  skipped_per_style = collections.Counter(label for label in skipped)
+  return {
+      'pairs_to_do': sum(todo_per_style.values()),
+      'pairs_skipped_as_done': sum(skipped_per_style.values()),
+      'pairs_to_do_per_input_root': dict(sorted(todo_per_root.items())),
+      'pairs_to_do_per_style': dict(sorted(todo_per_style.items())),
+      'skipped_per_style': dict(sorted(skipped_per_style.items())),
+      'files_ignored': ignored,
+      'first_outputs': sorted(outputs)[:SHOW_OUTPUTS],
+      'styles': n_styles,
+  }
+
+
+def dry_run(job: JobConfig, options: PipelineOptions) -> Dict:
+  """Lists inputs and the output folder and plans the work, on this machine.
+
+  Runs a small pipeline on the DirectRunner whatever --runner says (it only
+  lists files and reads metadata), writes nothing to the output folder, and
+  never loads the model.
+  """
+  roots = [s.root for s in job.input_specs]
+  label_by_uri = {s.uri: s.label for s in job.styles}
+  result_path = os.path.join(tempfile.mkdtemp(prefix='stylize-dry-'),
+                             'plan.json')
+  local = PipelineOptions(['--runner=DirectRunner'])
+  with beam.Pipeline(options=local) as p:
+    listed, ignored = p | 'ListInputs' >> ListInputs(
+        job.input_specs, job.input_lists, job.base)
+    todo, skipped = listed | 'SkipDone' >> SkipDone(
+        job.output, job.styles, job.output_format, job.job_key, job.model,
+        job.row_params, job.force, clean_leftovers=False)
+    entries = (todo
+               | 'Plan' >> beam.FlatMap(plan_entries, roots, job)
+               | 'Entries' >> beam.combiners.ToList())
+    skipped_labels = (skipped
+                      | 'SkippedStyle' >> beam.Map(
+                          lambda r: label_by_uri.get(r.style, r.style))
+                      | 'Skipped' >> beam.combiners.ToList())
+    n_ignored = ignored | 'Ignored' >> beam.combiners.Count.Globally()
+    _ = (entries
+         | 'Summarise' >> beam.Map(
+             summarise, skipped=beam.pvalue.AsSingleton(skipped_labels),
+             ignored=beam.pvalue.AsSingleton(n_ignored),
+             n_styles=len(job.styles))
+         | 'Save' >> beam.Map(_save, result_path))
+  with open(result_path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _save(plan: Dict, path: str) -> None:
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(plan, f)
+
+
+def format_plan(plan: Dict, job: JobConfig) -> str:
+  lines = [
+      f'dry run: {plan["pairs_to_do"]} (input, style) pairs to do, '
+      f'{plan["pairs_skipped_as_done"]} skipped as already done, '
+      f'{plan["files_ignored"]} non-image files ignored; '
+      f'{plan["styles"]} style(s); model not loaded.',
+      '  to do per input root:']
+  for root, n in plan['pairs_to_do_per_input_root'].items():
+    lines.append(f'    {root}: {n}')
+  lines.append('  per style (to do / done):')
+  for style in job.styles:
+    lines.append(f'    {style.label}: {plan["pairs_to_do_per_style"].get(style.label, 0)}'
+                 f' / {plan["skipped_per_style"].get(style.label, 0)}')
+  if plan['first_outputs']:
+    lines.append('  first outputs:')
+    lines += [f'    {o}' for o in plan['first_outputs']]
+  return '\n'.join(lines)

@@ -1,0 +1,89 @@
+"""stylize-inspect HANDLE: load a model as the pipeline would and describe it."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+import numpy as np
+
+
+def resolved_path(handle: str) -> str:
+  """Where the model's files are on this machine."""
+  from transforms.models import builtin, cache
+  from transforms.models.loader import describe_model
+  if handle == builtin.BUILTIN_NAME:
+    return builtin.builtin_path()
+  if describe_model(handle) == 'hub':
+    import tensorflow_hub as hub
+    return hub.resolve(handle)  # TF Hub's cache ($TFHUB_CACHE_DIR).
+  return ','.join(os.path.abspath(p) if '://' not in p else p
+                  for p in cache.localize(handle).split(','))
+
+
+def inspect(handle: str, size: int = 384, threads: int = 0,
+            sha256: Optional[str] = None) -> dict:
+  """Loads handle through the pipeline's adapters; kind, tensors, timings."""
+  from transforms.models.base import StyleParams
+  from transforms.models.loader import describe_model, load_stylizer
+  start = time.perf_counter()
+  stylizer = load_stylizer(handle, threads=threads, expected_sha256=sha256)
+  load_s = time.perf_counter() - start
+  rng = np.random.default_rng(0)
+  style = stylizer.prepare_style(rng.random((256, 256, 3), dtype=np.float32))
+  content = (rng.random((1, size, size, 3)) * 255).astype(np.uint8)
+  start = time.perf_counter()
+  stylizer.stylize(content, style, StyleParams())
+  first_s = time.perf_counter() - start
+  start = time.perf_counter()
+  out = stylizer.stylize(content, style, StyleParams())
+  call_s = time.perf_counter() - start
+  info = {'model': handle, 'kind': describe_model(handle),
+          'resolved_path': resolved_path(handle), 'load_s': round(load_s, 3)}
+  info.update(stylizer.describe())
+  info[f'first_call_{size}px_s'] = round(first_s, 3)
+  info[f'call_{size}px_s'] = round(call_s, 3)
+  info['output_shape'] = list(out.shape)
+  return info
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  parser = argparse.ArgumentParser(
+      prog='stylize-inspect',
+      description='Load a model the way the pipeline does and describe it.')
+  parser.add_argument('handle', help='builtin, a SavedModel folder or .tar.gz, '
+                      'a TF Lite folder or pair, gs:// paths, or a TF Hub handle')
+  parser.add_argument('--size', type=int, default=384,
+                      help='side of the test image for the timed call')
+  parser.add_argument('--tf_threads', type=int, default=0)
+  parser.add_argument('--model_sha256', default=None)
+  parser.add_argument('--json', action='store_true', help='print JSON only')
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING)
+  from transforms.models.base import ModelLoadError
+  from transforms.storage import use_anonymous_gcs_for_emulator
+  use_anonymous_gcs_for_emulator()
+  try:
+    info = inspect(args.handle, args.size, args.tf_threads, args.model_sha256)
+  except ModelLoadError as e:
+    print(f'stylize-inspect: error: {e}', file=sys.stderr)
+    return 2
+  if args.json:
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+  for key, value in info.items():
+    if isinstance(value, dict):
+      print(f'{key}:')
+      for k, v in value.items():
+        print(f'  {k}: {v}')
+    else:
+      print(f'{key}: {value}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

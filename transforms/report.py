@@ -1,0 +1,201 @@
+"""report.html: a contact sheet of styles and input -> output thumbnails.
+
+Thumbnails are made by the pipeline and written under {output}/report/, and
+every link in the page is relative, so the report works wherever the output
+folder is served or copied from: a local folder, a gs:// bucket behind a
+browser, an archive.
+"""
+
+import hashlib
+import html
+import io
+import logging
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from PIL import Image
+
+from transforms import paths
+from transforms.decode import decode_image
+from transforms.records import ManifestRow, Status, StyleRef
+from transforms.storage import use_anonymous_gcs_for_emulator, write_atomically
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = 'report.html'
+THUMB_DIR = 'report/thumbs'
+THUMB_SIZE = 200
+MAX_SAMPLES = 200
+MAX_FAILURES = 500
+
+
+def _thumb_bytes(uri: str) -> Tuple[bytes, int, int]:
+  with FileSystems.open(uri, compression_type='uncompressed') as f:
+    data = f.read()
+  pixels, _, _ = decode_image(data, THUMB_SIZE)
+  buf = io.BytesIO()
+  Image.fromarray(pixels).save(buf, 'JPEG', quality=85)
+  return buf.getvalue(), pixels.shape[1], pixels.shape[0]
+
+
+def thumb_name(uri: str) -> str:
+  return f'{THUMB_DIR}/{hashlib.sha1(uri.encode()).hexdigest()[:16]}.jpg'
+
+
+def make_thumb(uri: str, output: str) -> Dict[str, object]:
+  """Writes a thumbnail of uri under {output}/report/; its relative path."""
+  use_anonymous_gcs_for_emulator()
+  rel = thumb_name(uri)
+  try:
+    data, w, h = _thumb_bytes(uri)
+  except Exception as e:  # pylint: disable=broad-except
+    logger.warning('No thumbnail for %s: %s', uri, e)
+    return {'uri': uri, 'thumb': None}
+  write_atomically(paths.join(output, rel), data, 'image/jpeg')
+  return {'uri': uri, 'thumb': rel, 'width': w, 'height': h}
+
+
+def _rel_link(uri: str, output: str) -> str:
+  """A link relative to the report for files below the output folder."""
+  rel = paths.relative_path(uri, output)
+  return rel if rel != paths.strip_scheme(uri) else uri
+
+
+def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
+                thumbs: Dict[str, Dict], styles: Sequence[StyleRef],
+                summary: Dict, output: str) -> str:
+  """The report page (pure function of its inputs)."""
+  e = html.escape
+
+  def img(uri, alt):
+    t = thumbs.get(uri) or {}
+    if not t.get('thumb'):
+      return f'<div class="missing">{e(alt)}</div>'
+    return (f'<img src="{e(t["thumb"])}" alt="{e(alt)}" width="{t["width"]}"'
+            f' height="{t["height"]}" loading="eager">')
+
+  counts = summary.get('counts', {})
+  parts = [
+      '<!DOCTYPE html>', '<html lang="en">', '<head>',
+      '<meta charset="utf-8">',
+      f'<title>stylize report {e(str(summary.get("run_id", "")))}</title>',
+      '<style>body{font-family:sans-serif;margin:1.5em;background:#fafafa}'
+      'table{border-collapse:collapse}td,th{padding:4px 8px;border-bottom:'
+      '1px solid #ddd;vertical-align:top;text-align:left}'
+      '.styles,.grid{display:flex;flex-wrap:wrap;gap:12px}'
+      'figure{margin:0;background:#fff;padding:6px;border:1px solid #ddd}'
+      'figcaption{font-size:12px;max-width:420px;word-break:break-all}'
+      '.pair{display:flex;gap:4px;align-items:center}'
+      '.missing{width:100px;height:100px;background:#eee;font-size:11px}'
+      '</style>', '</head>', '<body>',
+      '<h1>stylize report</h1>',
+      f'<p>Run <code>{e(str(summary.get("run_id", "")))}</code>, model '
+      f'<code>{e(str(summary.get("model", "")))}</code>.</p>',
+      '<table><tr><th>ok</th><th>failed</th><th>skipped</th><th>total</th>'
+      '<th>files ignored</th></tr>',
+      f'<tr><td>{counts.get("ok", 0)}</td><td>{counts.get("failed", 0)}</td>'
+      f'<td>{counts.get("skipped", 0)}</td><td>{summary.get("total", 0)}</td>'
+      f'<td>{summary.get("files_ignored", 0)}</td></tr></table>',
+      '<h2>Styles</h2>', '<div class="styles">']
+  for style in styles:
+    for uri, weight in style.parts:
+      caption = style.label + (f' ({weight:.0%})' if len(style.parts) > 1
+                               else '')
+      parts.append(f'<figure>{img(uri, caption)}<figcaption>{e(caption)}'
+                   '</figcaption></figure>')
+  parts.append('</div>')
+  parts.append(f'<h2>Input &rarr; output ({len(samples)} shown)</h2>')
+  parts.append('<div class="grid">')
+  for row in samples:
+    out_link = e(_rel_link(row.output, output))
+    parts.append(
+        '<figure><div class="pair">'
+        f'{img(row.input, "input")}&rarr;'
+        f'<a href="{out_link}">{img(row.output, "output")}</a></div>'
+        f'<figcaption>{e(paths.relative_path(row.output, output))} '
+        f'({row.status.value})</figcaption></figure>')
+  parts.append('</div>')
+  parts.append(f'<h2>Failures ({counts.get("failed", 0)})</h2>')
+  if failures:
+    parts.append('<table><tr><th>input</th><th>style</th><th>reason</th></tr>')
+    for row in failures:
+      parts.append(f'<tr><td>{e(row.input)}</td><td>{e(row.style)}</td>'
+                   f'<td>{e(row.error or "")}</td></tr>')
+    parts.append('</table>')
+  else:
+    parts.append('<p>None.</p>')
+  # After load, the page records how many thumbnails really decoded, so a
+  # headless browser (or a person) can check nothing is broken.
+  parts.append(
+      '<script>window.addEventListener("load",function(){var i='
+      'document.images,n=0;for(var k=0;k<i.length;k++){if(i[k].complete&&'
+      'i[k].naturalWidth>0)n++;}document.body.setAttribute("data-images",'
+      'i.length);document.body.setAttribute("data-loaded",n);});</script>')
+  parts.append('</body></html>')
+  return '\n'.join(parts)
+
+
+def _sample_key(row: ManifestRow) -> Tuple[str, str]:
+  return (row.input, row.style)
+
+
+def write_report(summary: Dict, samples: List[ManifestRow],
+                 failures: List[ManifestRow], thumbs: List[Dict],
+                 styles: Sequence[StyleRef], output: str) -> str:
+  use_anonymous_gcs_for_emulator()
+  by_uri = {t['uri']: t for t in thumbs}
+  page = render_html(sorted(samples, key=_sample_key),
+                     sorted(failures, key=_sample_key), by_uri, styles,
+                     summary, output)
+  uri = paths.join(output, REPORT_NAME)
+  write_atomically(uri, page.encode('utf-8'), 'text/html')
+  return uri
+
+
+def _sample_uris(rows: List[ManifestRow]) -> List[str]:
+  return [u for r in rows for u in (r.input, r.output) if u]
+
+
+def _shown(row: ManifestRow) -> bool:
+  return row.status in (Status.OK, Status.SKIPPED) and bool(row.output)
+
+
+class WriteReport(beam.PTransform):
+  """(manifest rows, summary dict) -> {output}/report.html and thumbnails.
+
+  Shows the first MAX_SAMPLES (by input path) done pairs and up to
+  MAX_FAILURES failures; thumbnails are made on the workers, in parallel.
+  """
+
+  def __init__(self, output: str, styles: Sequence[StyleRef]):
+    super().__init__()
+    self._output = output
+    self._styles = list(styles)
+
+  def expand(self, inputs):
+    rows, summary = inputs
+    samples = (rows
+               | 'Done' >> beam.Filter(_shown)
+               | 'FirstDone' >> beam.combiners.Top.Smallest(
+                   MAX_SAMPLES, key=_sample_key))
+    failures = (rows
+                | 'Failed' >> beam.Filter(lambda r: r.status == Status.FAILED)
+                | 'FirstFailed' >> beam.combiners.Top.Smallest(
+                    MAX_FAILURES, key=_sample_key))
+    style_uris = [u for s in self._styles for u, _ in s.parts]
+    thumb_uris = (
+        (samples
+         | 'SampleUris' >> beam.FlatMap(_sample_uris).with_output_types(str),
+         rows.pipeline | 'StyleUris' >> beam.Create(style_uris))
+        | 'AllThumbUris' >> beam.Flatten()
+        | 'Distinct' >> beam.Distinct())
+    thumbs = (thumb_uris
+              | 'Thumb' >> beam.Map(make_thumb, self._output)
+              | 'AllThumbs' >> beam.combiners.ToList())
+    return summary | 'WriteHtml' >> beam.Map(
+        write_report,
+        samples=beam.pvalue.AsSingleton(samples),
+        failures=beam.pvalue.AsSingleton(failures),
+        thumbs=beam.pvalue.AsSingleton(thumbs),
+        styles=self._styles, output=self._output)
