@@ -1,0 +1,39 @@
+"""The benchmark harness runs end to end on a tiny data set (no timing asserts)."""
+
+import glob
+import json
+
+import pytest
+
+from benchmarks.run import main
+from tests.conftest import shared_path
+
+
+@pytest.mark.slow
+def test_harness_runs_and_writes_json(tmp_path, capsys):
+  content = shared_path('images', 'content')
+  model = shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')
+  code = main(['--n', '3', '--sizes', '128', '--seed_images', '2',
+               '--limit_seconds', '0.5', '--batch_sweep', '1',
+               '--content', str(content), '--model', str(model),
+               '--data_dir', str(tmp_path / 'data'),
+               '--results', str(tmp_path / 'results')])
+  assert code == 0
+  files = glob.glob(str(tmp_path / 'results' / 'bench-*.json'))
+  assert len(files) == 1
+  result = json.loads(open(files[0]).read())
+  entry = result['sizes']['128']
+  assert entry['limit_images_per_s'] > 0
+  assert set(entry['runs']) == {'in_process_n3', 'multi_process_n3'}
+  for run in entry['runs'].values():
+    assert run['ok'] == 3 and run['peak_rss_mb'] > 0
+    assert run['pipeline_over_limit'] > 0
+    assert set(run['stage_split_s']) == {'read_s', 'decode_s', 'stylize_s',
+                                         'encode_s', 'write_s'}
+  assert entry['fast_paths_s']['decode_draft_s'] > 0
+  assert result['machine']['cpus'] >= 1
+  assert 'multi_process_n3' in capsys.readouterr().out
+  # The generated inputs are camera-like 4000x3000 JPEGs with EXIF.
+  from PIL import Image
+  with Image.open(tmp_path / 'data' / 'cam_0000.jpg') as im:
+    assert im.size == (4000, 3000) and im.getexif()[0x0110]
