@@ -1,5 +1,6 @@
 """Seeing the work: progress, summary, report.html, dry run, model inspection."""
 
+import fcntl
 import html.parser
 import json
 import os
@@ -7,8 +8,10 @@ import pty
 import re
 import select
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -49,6 +52,8 @@ def test_progress_line_eta():
 def _run_in_terminal(argv, timeout=240):
   """Runs the CLI under a pseudo-terminal; returns (exit code, screen text)."""
   master, slave = pty.openpty()
+  # A 120x40 terminal, as a person's would be.
+  fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 40, 120, 0, 0))
   proc = subprocess.Popen([sys.executable, '-m', 'beam_jobs.stylize'] + argv,
                           cwd=ROOT, stdin=slave, stdout=slave, stderr=slave)
   os.close(slave)

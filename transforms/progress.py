@@ -10,6 +10,7 @@ RecordProgress), which the Dataflow UI shows live.
 import collections
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -135,8 +136,10 @@ class ProgressMonitor:
     self._start = time.time()
     if self._interactive:
       from tqdm import tqdm
+      # A terminal that reports no size (0 columns) would get an empty bar.
+      columns = shutil.get_terminal_size(fallback=(100, 24)).columns or 100
       self._bar = tqdm(total=0, unit='pair', file=self._stream,
-                       dynamic_ncols=True, leave=True, desc='stylize')
+                       ncols=columns, leave=True, desc='stylize')
     self._thread.start()
     return self
 
