@@ -113,9 +113,31 @@ class Stylizer(abc.ABC):
   def strength_mode(self) -> str:
     return STRENGTH_VECTOR if self.has_style_vector else STRENGTH_PIXEL
 
+  def run_uint8(self, content: np.ndarray, style_state: Any):
+    """Optional fast path: uint8 batch in, uint8 batch out, or None.
+
+    Used when nothing needs the float pixels on the host (no strength,
+    colours, tiling, padding or blend), so adapters can convert inside the
+    framework's own thread pool.
+    """
+    return None
+
+  def _plain(self, content: np.ndarray, state: Any,
+             params: StyleParams) -> bool:
+    _, height, width, _ = content.shape
+    return (params.strength >= 1.0 and not params.preserve_colors and
+            not isinstance(state, BlendState) and self.fixed_size is None and
+            not (params.tile_size and max(height, width) > params.tile_size)
+            and padded_shape(height, width, self.pad_multiple,
+                             self.min_size) == (height, width))
+
   def stylize(self, content: np.ndarray, style_state: Any,
               params: StyleParams = StyleParams()) -> np.ndarray:
     """uint8 [B, H, W, 3] of one shape -> uint8 [B, H, W, 3], same size."""
+    if self._plain(content, style_state, params):
+      out = self.run_uint8(content, style_state)
+      if out is not None:
+        return out
     x = content.astype(np.float32)
     x *= 1.0 / 255.0  # In place: a 1024x768 batch is tens of MB.
     state = style_state

@@ -68,6 +68,17 @@ class HubStylizer(Stylizer):
     # The style tensor is built once per worker and reused for every batch.
     return self._tf.constant(style[np.newaxis].astype(np.float32))
 
+  def run_uint8(self, content: np.ndarray, style_state: Any):
+    # Scaling and rounding as TF ops: they run on TF's (multi-threaded) pool
+    # and only uint8 crosses between numpy and TF, 4x less copying.
+    tf = self._tf
+    x = tf.cast(tf.constant(content), tf.float32) * (1.0 / 255.0)
+    out = self._model(x, style_state)[0]
+    if tuple(out.shape) != tuple(content.shape):
+      return None  # The model rounded the size: the general path crops.
+    return tf.cast(tf.clip_by_value(out * 255.0 + 0.5, 0.0, 255.0),
+                   tf.uint8).numpy()
+
   def run_batch(self, content: np.ndarray, style_state: Any) -> np.ndarray:
     outputs = self._model(self._tf.constant(content), style_state)
     return outputs[0].numpy()
