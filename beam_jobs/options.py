@@ -45,6 +45,12 @@ def _boolean(text) -> bool:
   raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
 
 
+def _add_switch(parser, flag: str, help_text: str) -> None:
+  """A boolean flag: bare, or with =true / =false."""
+  parser.add_argument(flag, nargs='?', const=True, default=False,
+                      type=_boolean, help=help_text)
+
+
 def is_dry_run(options: PipelineOptions) -> bool:
   """--dry_run is Beam's own flag (TestOptions); parse() lets it stand bare."""
   return _boolean(options.view_as(TestOptions).dry_run or False)
@@ -94,19 +100,18 @@ class StylizeOptions(PipelineOptions):
         '--style_strength', type=float, default=1.0,
         help='0-1: how much of the style to apply. TF Lite models mix style '
         'vectors (Magenta); SavedModels/TF Hub mix output and content pixels.')
-    parser.add_argument(
-        '--preserve_colors', nargs='?', const=True, default=False,
-        type=_boolean,
-        help='Keep the photo\'s colours: stylized luminance, original chroma.')
+    _add_switch(
+        parser, '--preserve_colors',
+        'Keep the photo\'s colours: stylized luminance, original chroma.')
     parser.add_argument(
         '--tile_size', type=int, default=0,
         help='Stylize images larger than this in overlapping tiles (bounds '
         'memory). 0: only where the model needs it (fixed-size TF Lite nets).')
     parser.add_argument('--tile_overlap', type=int, default=64,
                         help='Overlap between tiles, blended with feathering.')
-    parser.add_argument(
-        '--force', nargs='?', const=True, default=False, type=_boolean,
-        help='Redo every (input, style) pair, even those a previous run did.')
+    _add_switch(
+        parser, '--force',
+        'Redo every (input, style) pair, even those a previous run did.')
     parser.add_argument(
         '--max_failure_ratio', type=float, default=0.05,
         help='Exit with code 1 when more than this share of the manifest '
@@ -117,10 +122,9 @@ class StylizeOptions(PipelineOptions):
         '--model_sha256', default=None,
         help='Expected SHA-256 of the model (a file, or a folder\'s digest as '
         'printed in a mismatch error); checked before use.')
-    parser.add_argument(
-        '--quiet', nargs='?', const=True, default=False, type=_boolean,
-        help='No live progress line; periodic log lines instead (also when '
-        'stderr is not a terminal).')
+    _add_switch(
+        parser, '--quiet', 'No live progress line; periodic log lines instead '
+        '(also when stderr is not a terminal).')
     parser.add_argument('--config', default=None,
                         help='YAML file with the same keys; the command line '
                         'wins.')

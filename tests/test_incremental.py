@@ -23,20 +23,29 @@ def _photos(folder, n, size=(640, 480)):
     gradient(*size, seed=i).save(folder / f'img{i:03d}.jpg', quality=90)
 
 
-def test_rerun_after_adding_images_does_only_the_new(tmp_path, samples):
+def _small_job(tmp_path, samples, n):
+  """n small photos, the builtin model: (input folder, output, argv)."""
   inputs = tmp_path / 'in'
-  _photos(inputs, 6, (64, 48))
+  _photos(inputs, n, (64, 48))
   out = tmp_path / 'out'
   argv = ['--input', str(inputs), '--style', str(samples / 'style' / 'waves.jpg'),
           '--model', 'builtin', '--output', str(out)]
+  return inputs, out, argv
+
+
+def _statuses(out):
+  return {os.path.basename(r['input']): r['status'] for r in manifest_rows(out)}
+
+
+def test_rerun_after_adding_images_does_only_the_new(tmp_path, samples):
+  inputs, out, argv = _small_job(tmp_path, samples, 6)
   run(argv)
   before = {p: os.path.getmtime(p) for p in glob.glob(f'{out}/waves/*.jpg')}
   assert len(before) == 6
   for i in range(6, 9):
     gradient(64, 48, seed=i).save(inputs / f'img{i:03d}.jpg')
   run(argv)
-  rows = manifest_rows(out)
-  status = {os.path.basename(r['input']): r['status'] for r in rows}
+  status = _statuses(out)
   assert sorted(k for k, v in status.items() if v == 'skipped') == [
       f'img{i:03d}.jpg' for i in range(6)]
   assert sorted(k for k, v in status.items() if v == 'ok') == [
@@ -46,16 +55,11 @@ def test_rerun_after_adding_images_does_only_the_new(tmp_path, samples):
 
 
 def test_changed_input_or_parameters_are_redone(tmp_path, samples):
-  inputs = tmp_path / 'in'
-  _photos(inputs, 2, (64, 48))
-  out = tmp_path / 'out'
-  argv = ['--input', str(inputs), '--style', str(samples / 'style' / 'waves.jpg'),
-          '--model', 'builtin', '--output', str(out)]
+  inputs, out, argv = _small_job(tmp_path, samples, 2)
   run(argv)
   gradient(80, 40, seed=99).save(inputs / 'img000.jpg')  # Edited photo.
   run(argv)
-  status = {os.path.basename(r['input']): r['status'] for r in manifest_rows(out)}
-  assert status == {'img000.jpg': 'ok', 'img001.jpg': 'skipped'}
+  assert _statuses(out) == {'img000.jpg': 'ok', 'img001.jpg': 'skipped'}
   run(argv + ['--jpeg_quality', '70'])  # Another parameter: all redone.
   assert {r['status'] for r in manifest_rows(out)} == {'ok'}
   run(argv + ['--jpeg_quality', '70', '--force'])
@@ -63,16 +67,11 @@ def test_changed_input_or_parameters_are_redone(tmp_path, samples):
 
 
 def test_deleted_output_is_redone(tmp_path, samples):
-  inputs = tmp_path / 'in'
-  _photos(inputs, 2, (64, 48))
-  out = tmp_path / 'out'
-  argv = ['--input', str(inputs), '--style', str(samples / 'style' / 'waves.jpg'),
-          '--model', 'builtin', '--output', str(out)]
+  _, out, argv = _small_job(tmp_path, samples, 2)
   run(argv)
   os.remove(out / 'waves' / 'img001.jpg')
   run(argv)
-  status = {os.path.basename(r['input']): r['status'] for r in manifest_rows(out)}
-  assert status == {'img000.jpg': 'skipped', 'img001.jpg': 'ok'}
+  assert _statuses(out) == {'img000.jpg': 'skipped', 'img001.jpg': 'ok'}
   assert (out / 'waves' / 'img001.jpg').exists()
 
 
