@@ -38,7 +38,6 @@ def plan_entries(item: InputFile, roots: List[str], job: JobConfig):
 def summarise(entries, skipped, ignored: int, n_styles: int) -> Dict:
   todo_per_root = collections.Counter()
   todo_per_style = collections.Counter()
-  inputs_per_root = collections.defaultdict(set)
   outputs = []
   for _, root, label, out in entries:
     todo_per_root[root] += 1

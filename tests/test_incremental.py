@@ -13,7 +13,7 @@ from PIL import Image
 
 from beam_jobs.options import ConfigError
 from beam_jobs.stylize import main, run
-from tests.conftest import ROOT, gradient, shared_path
+from tests.conftest import ROOT, gradient
 from tests.test_end_to_end import manifest_rows
 
 

@@ -1,7 +1,6 @@
 """The TF Lite two-stage Magenta pair on the shared files and images."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ from PIL import Image
 from tests.conftest import ROOT, shared_path
 from transforms.color import rgb_to_ycc
 from transforms.models.base import StyleParams
-from transforms.models.lite import LiteStylizer, find_pair
+from transforms.models.lite import find_pair
 from transforms.models.loader import describe_model, load_stylizer
 from transforms.records import StyleRef
 from transforms.stylize import load_model_and_styles

@@ -1,7 +1,6 @@
 """Launch-time validation: one test per rule, plus YAML config merging."""
 
 import pytest
-from PIL import Image
 
 from beam_jobs.options import ConfigError, StylizeOptions, merge_config, validate
 from beam_jobs.stylize import main, parse

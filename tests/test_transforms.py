@@ -12,7 +12,6 @@ from transforms.decode import ReadAndDecode
 from transforms.inputs import ListInputs
 from transforms.records import InputFile, StyleRef
 from transforms.stylize import Stylize
-from transforms.decode import decode_image
 
 
 def _tree(root):

@@ -39,7 +39,6 @@ def load_stylizer(handle: str, threads: int = 0,
   Raises:
     ModelLoadError: with a message that says what to fix.
   """
-  from transforms.models.hub_model import HubStylizer
   original = handle
   handle = cache.localize(handle)
   if expected_sha256 and describe_model(handle) == 'hub':
