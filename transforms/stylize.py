@@ -133,24 +133,27 @@ class StylizeBatches(beam.DoFn):
 
   def process(self, batch: List[DecodedImage]) -> Iterable:
     self._report_load()
+    # Images of one shape that still need the same styles are stacked once
+    # and that stack serves every one of those styles (incremental runs may
+    # leave different styles to do for different images).
     groups = collections.defaultdict(list)
     for item in batch:
-      groups[item.pixels.shape].append(item)
-    for items in groups.values():
+      groups[(item.pixels.shape, item.input.todo)].append(item)
+    for (_, todo), items in groups.items():
+      stacked = np.stack([i.pixels for i in items])
       for style in self._styles:
-        # Only the images for which this style is still to do (incremental
-        # runs skip pairs already done).
-        wanted = [i for i in items if style.label in i.input.todo]
-        if wanted:
-          yield from self._run(wanted, style)
+        if style.label in todo:
+          yield from self._run(items, style, stacked)
 
-  def _run(self, items: List[DecodedImage], style: StyleRef) -> Iterable:
+  def _run(self, items: List[DecodedImage], style: StyleRef,
+           stacked: Optional[np.ndarray] = None) -> Iterable:
     model = self._model
     start = time.perf_counter()
+    if stacked is None:
+      stacked = np.stack([i.pixels for i in items])
     try:
-      out = model.stylizer.stylize(
-          np.stack([i.pixels for i in items]), model.style_states[style.label],
-          self._params)
+      out = model.stylizer.stylize(stacked, model.style_states[style.label],
+                                   self._params)
     except Exception as e:  # pylint: disable=broad-except
       if len(items) > 1:
         logger.warning('Batch of %d failed (%s); retrying one by one.',
