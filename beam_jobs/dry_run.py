@@ -10,7 +10,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs.options import JobConfig
-from transforms import paths
+from transforms import paths, rows
 from transforms.incremental import SkipDone
 from transforms.inputs import ListInputs
 from transforms.records import InputFile
@@ -19,7 +19,7 @@ SHOW_OUTPUTS = 5
 
 
 def _root_of(item: InputFile, roots: List[str]) -> str:
-  """The --input folder an input came from ('list' for --input_list)."""
+  """The --input folder an input came from, else 'from --input_list'."""
   best = ''
   for root in roots:
     if paths.is_within(item.uri, root) and len(root) > len(best):
@@ -31,8 +31,7 @@ def plan_entries(item: InputFile, roots: List[str], job: JobConfig):
   """One ('todo', root, style label, output) per pair still to do."""
   root = _root_of(item, roots)
   for label in item.todo:
-    yield ('todo', root, label,
-           paths.output_uri(job.output, label, item.out_stem, job.output_format))
+    yield ('todo', root, label, job.layout.output_uri(label, item.key))
 
 
 def summarise(entries, skipped, ignored: int, n_styles: int) -> Dict:
@@ -70,10 +69,10 @@ def dry_run(job: JobConfig, options: PipelineOptions) -> Dict:
   local = PipelineOptions(['--runner=DirectRunner'])
   with beam.Pipeline(options=local) as p:
     listed, ignored = p | 'ListInputs' >> ListInputs(
-        job.input_specs, job.input_lists, job.base)
-    todo, skipped = listed | 'SkipDone' >> SkipDone(
-        job.output, job.styles, job.output_format, job.job_key, job.model,
-        job.row_params, job.force, clean_leftovers=False)
+        job.input_specs, job.input_lists, job.layout)
+    todo, skipped, _ = listed | 'SkipDone' >> SkipDone(
+        job.layout, job.styles, job.job_key,
+        rows.row_info(job.model, job.row_params, job.run_id), job.force)
     entries = (todo
                | 'Plan' >> beam.FlatMap(plan_entries, roots, job)
                | 'Entries' >> beam.combiners.ToList())

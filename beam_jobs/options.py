@@ -22,7 +22,9 @@ from transforms.encode import FORMATS
 from transforms.models.base import STRENGTH_PIXEL, STRENGTH_VECTOR, StyleParams
 from transforms.models.loader import DEFAULT_MODEL, describe_model
 from transforms.records import StyleRef
-from transforms.storage import delete_files
+from transforms.inputs import any_match, make_input_spec
+from transforms.layout import OutputLayout, canonical_uri
+from transforms.storage import is_object_store
 from transforms.styles import DEFAULT_STYLE_SIZE
 
 logger = logging.getLogger(__name__)
@@ -116,8 +118,9 @@ class StylizeOptions(PipelineOptions):
         '--max_failure_ratio', type=float, default=0.05,
         help='Exit with code 1 when more than this share of the manifest '
         'rows failed (0-1).')
-    parser.add_argument('--manifest_shards', type=int, default=1,
-                        help='Number of manifest-*.jsonl files.')
+    parser.add_argument('--manifest_shards', type=int, default=0,
+                        help='Number of manifest-*.jsonl files; 0 lets the '
+                        'runner decide.')
     parser.add_argument(
         '--model_sha256', default=None,
         help='Expected SHA-256 of the model (a file, or a folder\'s digest as '
@@ -135,7 +138,7 @@ class JobConfig:
   """Validated, resolved settings the pipeline is built from."""
   input_specs: List[paths.InputSpec]
   input_lists: List[str]
-  base: str
+  layout: OutputLayout
   styles: List[StyleRef]
   output: str
   model: str
@@ -154,6 +157,7 @@ class JobConfig:
   manifest_shards: int = 1
   model_sha256: Optional[str] = None
   progress_dir: Optional[str] = None
+  started_at: float = dataclasses.field(default_factory=time.time)
 
   @property
   def job_key(self) -> str:
@@ -243,16 +247,56 @@ def _check_readable_file(uri: str, what: str) -> None:
 
 
 def _probe_output_writable(output: str) -> None:
+  """Fails unless the output folder can be written, creating nothing.
+
+  Local: the nearest existing folder must be a writable folder (the output
+  folder is only created when the first file is written). Object stores: a
+  probe object is written and deleted.
+  """
+  if not is_object_store(output):
+    existing = output
+    while not os.path.lexists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing,
+                                                    os.W_OK | os.X_OK):
+      what = 'not a folder' if not os.path.isdir(existing) else 'read-only'
+      raise ConfigError(f'--output {output!r} is not writable: {existing!r} '
+                        f'is {what}.')
+    return
   probe = paths.join(output, f'.stylize-write-test-{uuid.uuid4().hex[:8]}')
   try:
     with FileSystems.create(probe) as f:
       f.write(b'ok')
-    if not delete_files([probe]):
-      raise OSError(f'could not delete the test file {probe}')
+    FileSystems.delete([probe])
   except Exception as e:  # pylint: disable=broad-except
     raise ConfigError(
         f'--output {output!r} is not writable: {type(e).__name__}: '
         f'{str(e).strip().splitlines()[0] if str(e).strip() else ""}') from None
+
+
+def _input_spec(arg: str, output: str) -> paths.InputSpec:
+  """One --input -> InputSpec, refusing inputs and outputs that overlap.
+
+  Paths are compared with symbolic links resolved, so a linked input
+  folder cannot hide an output folder inside it.
+  """
+  try:
+    spec = make_input_spec(arg)
+  except FileNotFoundError:
+    raise ConfigError(f'--input {arg!r} does not exist (and is no glob).') from None
+  if spec.kind == paths.GLOB and not any_match(spec):
+    raise ConfigError(f'--input {arg!r} matched no files.')
+  if spec.kind != paths.FILE and paths.is_within(output, spec.root):
+    raise ConfigError(
+        f'--output {output!r} is inside the input folder {spec.root!r}: a '
+        'rerun would stylize the outputs. Choose an output folder outside '
+        'the inputs.')
+  if paths.is_within(spec.pattern if spec.kind == paths.FILE else spec.root,
+                     output):
+    raise ConfigError(
+        f'--input {arg!r} is inside --output {output!r}: outputs could '
+        'overwrite inputs. Choose an output folder apart from the inputs.')
+  return spec
 
 
 def default_tf_threads(options: PipelineOptions) -> int:
@@ -308,9 +352,9 @@ def validate(options: PipelineOptions, check_model: bool = True,
   if not 0.0 <= o.max_failure_ratio <= 1.0:
     raise ConfigError(f'--max_failure_ratio must be between 0 and 1, got '
                       f'{o.max_failure_ratio}.')
-  if not 1 <= o.manifest_shards <= 1000:
-    raise ConfigError(f'--manifest_shards must be between 1 and 1000, got '
-                      f'{o.manifest_shards}.')
+  if not 0 <= o.manifest_shards <= 1000:
+    raise ConfigError(f'--manifest_shards must be between 0 (the runner '
+                      f'decides) and 1000, got {o.manifest_shards}.')
   if not 0.0 <= o.style_strength <= 1.0:
     raise ConfigError(f'--style_strength must be between 0 and 1, got '
                       f'{o.style_strength}.')
@@ -322,20 +366,10 @@ def validate(options: PipelineOptions, check_model: bool = True,
     raise ConfigError(f'--tile_overlap must be between 0 and half of '
                       f'--tile_size, got {o.tile_overlap}.')
 
-  specs = []
-  for arg in inputs:
-    spec = paths.make_input_spec(arg)
-    if not FileSystems.match([spec.pattern], limits=[1])[0].metadata_list:
-      raise ConfigError(f'--input {arg!r} matched no files.')
-    specs.append(spec)
+  output = canonical_uri(paths.absolute(o.output))
+  specs = [_input_spec(arg, output) for arg in inputs]
   for list_file in lists:
     _check_readable_file(list_file, '--input_list')
-  for spec in specs:
-    if not spec.explicit and paths.is_within(o.output, spec.root):
-      raise ConfigError(
-          f'--output {o.output!r} is inside the input folder {spec.root!r}: '
-          'a rerun would stylize the outputs. Choose an output folder '
-          'outside the inputs.')
 
   from transforms.styles import load_style_image, parse_styles
   try:
@@ -353,7 +387,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
                           f'{e}') from None
 
   if probe_output:
-    _probe_output_writable(o.output)
+    _probe_output_writable(output)
 
   tf_threads = o.tf_threads or default_tf_threads(options)
   model = absolute_model(o.model)
@@ -377,15 +411,18 @@ def validate(options: PipelineOptions, check_model: bool = True,
       'tile_size': o.tile_size,
       'tile_overlap': o.tile_overlap,
   }
+  run_id = new_run_id()
+  layout = OutputLayout.create(
+      output, o.output_format, paths.common_base([s.root for s in specs]),
+      run_id)
   return JobConfig(
-      input_specs=specs, input_lists=list(lists),
-      base=paths.common_base([s.root for s in specs]), styles=styles,
-      output=paths.absolute(paths.join(o.output)), model=model,
+      input_specs=specs, input_lists=list(lists), layout=layout,
+      styles=styles, output=layout.output, model=model,
       max_size=o.max_size or None, style_size=o.style_size,
       output_format=o.output_format, jpeg_quality=o.jpeg_quality,
       batch_size=o.batch_size, max_input_pixels=o.max_input_pixels,
       tf_threads=tf_threads,
-      run_id=new_run_id(), style_params=style_params, row_params=row_params,
+      run_id=run_id, style_params=style_params, row_params=row_params,
       force=bool(o.force), max_failure_ratio=o.max_failure_ratio,
       manifest_shards=o.manifest_shards, model_sha256=o.model_sha256)
 

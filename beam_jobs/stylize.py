@@ -15,16 +15,16 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from beam_jobs.options import (ConfigError, JobConfig, StylizeOptions,
                                is_dry_run, merge_config, validate)
-from transforms import paths
+from transforms import rows
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeAndWrite
-from transforms.incremental import SkipDone
+from transforms.incremental import RemoveStaleTemporary, SkipDone
 from transforms.inputs import ListInputs
-from transforms.manifest import SUMMARY_NAME, WriteManifest
+from transforms.layout import SUMMARY_NAME
+from transforms.manifest import WriteManifest
 from transforms.progress import ProgressMonitor, RecordProgress
 from transforms.report import WriteReport
-from transforms.storage import (use_anonymous_gcs_for_emulator,
-                                write_atomically)
+from transforms.storage import use_anonymous_gcs_for_emulator
 from transforms.stylize import Stylize
 
 logger = logging.getLogger(__name__)
@@ -32,26 +32,39 @@ logger = logging.getLogger(__name__)
 
 def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   """Wires the stages; no I/O happens here."""
+  layout = job.layout
+  row_info = rows.row_info(job.model, job.row_params, job.run_id)
   listed, ignored = p | 'ListInputs' >> ListInputs(
-      job.input_specs, job.input_lists, job.base)
+      job.input_specs, job.input_lists, layout)
   # Counted before the reshuffle, so the total is known when work starts.
   _ = listed | 'CountPairs' >> beam.ParDo(
       RecordProgress(job.progress_dir, len(job.styles)))
+  _ = p | 'RemoveStaleTemporary' >> RemoveStaleTemporary(layout)
   # Spread the file records over the workers before any pixels are read.
   files = listed | 'SpreadWork' >> beam.Reshuffle()
-  todo, skipped = files | 'SkipDone' >> SkipDone(
-      job.output, job.styles, job.output_format, job.job_key, job.model,
-      job.row_params, job.force)
+  todo, skipped, unusable = files | 'SkipDone' >> SkipDone(
+      layout, job.styles, job.job_key, row_info, job.force)
   decoded, decode_failed = todo | 'ReadAndDecode' >> ReadAndDecode(
       job.max_size, job.max_input_pixels)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
       job.model, job.styles, job.style_size, job.batch_size, job.tf_threads,
       job.style_params, job.model_sha256)
   ok_rows, write_failed = stylized | 'EncodeAndWrite' >> EncodeAndWrite(
-      job.output, job.output_format, job.jpeg_quality, job.model,
-      job.row_params, job.job_key)
-  failures = ((decode_failed, stylize_failed, write_failed)
-              | 'AllFailures' >> beam.Flatten())
+      layout, job.jpeg_quality, row_info, job.job_key)
+  # Progress is recorded on each branch where its rows are made, so it
+  # moves while images are stylized (after a Flatten it would only move
+  # once every branch is done).
+  failures = []
+  for name, failed in (('Decode', decode_failed), ('Stylize', stylize_failed),
+                       ('Write', write_failed)):
+    _ = failed | f'Progress{name}Failed' >> beam.ParDo(
+        RecordProgress(job.progress_dir))
+    failures.append(failed)
+  for name, branch in (('Ok', ok_rows), ('Skipped', skipped),
+                       ('Unusable', unusable)):
+    _ = branch | f'Progress{name}' >> beam.ParDo(
+        RecordProgress(job.progress_dir))
+  failures = tuple(failures) | 'AllFailures' >> beam.Flatten()
   info = {
       'run_id': job.run_id,
       'model': job.model,
@@ -60,12 +73,12 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       'output_format': job.output_format,
       'max_size': job.max_size,
       'params': job.row_params,
+      'started_at': job.started_at,
   }
-  rows, summary = (ok_rows, failures, skipped,
-                   ignored) | 'WriteManifest' >> WriteManifest(
-      job.output, job.styles, job.model, info, job.row_params,
-      job.manifest_shards, job.progress_dir)
-  _ = (rows, summary) | 'WriteReport' >> WriteReport(job.output, job.styles)
+  all_rows, summary = (ok_rows, failures, (skipped, unusable),
+                       ignored) | 'WriteManifest' >> WriteManifest(
+      layout, job.styles, row_info, info, job.manifest_shards)
+  _ = (all_rows, summary) | 'WriteReport' >> WriteReport(layout, job.styles)
 
 
 def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
@@ -126,27 +139,13 @@ def run(argv: Optional[Sequence[str]] = None,
   options = parse(argv)
   job = validate(options, check_model=check_model)
   job.progress_dir = progress_dir
-  start = time.time()
   p = test_pipeline or beam.Pipeline(options=options)
   build_pipeline(p, job)
   result = p.run()
   result.wait_until_finish()
-  result.elapsed_s = time.time() - start  # For the closing summary.
+  result.elapsed_s = time.time() - job.started_at  # For the closing summary.
   result.job = job
-  finish_summary(job.output, result.elapsed_s)
   return result
-
-
-def finish_summary(output: str, elapsed_s: float) -> dict:
-  """Adds the run's wall time and throughput to summary.json."""
-  summary = read_summary(output)
-  summary['elapsed_s'] = round(elapsed_s, 3)
-  summary['images_per_s'] = round(
-      summary['counts'].get('ok', 0) / elapsed_s, 3) if elapsed_s > 0 else 0.0
-  write_atomically(paths.join(output, SUMMARY_NAME),
-                   json.dumps(summary, indent=2, sort_keys=True).encode(),
-                   'application/json')
-  return summary
 
 
 def is_local_runner(options: PipelineOptions) -> bool:
@@ -155,7 +154,7 @@ def is_local_runner(options: PipelineOptions) -> bool:
 
 
 def read_summary(output: str) -> dict:
-  with FileSystems.open(paths.join(output, SUMMARY_NAME)) as f:
+  with FileSystems.open(f'{output}/{SUMMARY_NAME}') as f:
     return json.loads(f.read().decode('utf-8'))
 
 

@@ -95,6 +95,11 @@ def gcs_emulator():
   import threading
   threading.Thread(target=lambda: server._process.stderr.read(),  # pylint: disable=protected-access
                    daemon=True).start()
+  # Batch requests need a Content-ID per part on the emulator (see
+  # tests/gcs_proxy.py); everything goes through the proxy.
+  from tests import gcs_proxy
+  proxy, proxy_url = gcs_proxy.start(os.environ['STORAGE_EMULATOR_HOST'])
+  os.environ['STORAGE_EMULATOR_HOST'] = proxy_url
   from google.auth.credentials import AnonymousCredentials
   from google.cloud import storage
   client = storage.Client(credentials=AnonymousCredentials(), project='test')
@@ -109,6 +114,7 @@ def gcs_emulator():
     return f'gs://{name}'
 
   yield make_bucket
+  proxy.shutdown()
   server.stop()
 
 

@@ -205,7 +205,7 @@ def test_rerun_replaces_manifest_completely(tmp_path, samples):
   rows = manifest_rows(out)
   # The rerun found the work done: one row, now 'skipped', same output.
   assert len(rows) == 1 and rows[0]['status'] == 'skipped'
-  assert rows[0]['output'].endswith('/waves/city.jpg')
+  assert rows[0]['output'].endswith('/waves/city.jpg.jpg')
   assert summary(out)['run_id'] != first
 
 

@@ -69,10 +69,10 @@ def test_changed_input_or_parameters_are_redone(tmp_path, samples):
 def test_deleted_output_is_redone(tmp_path, samples):
   _, out, argv = _small_job(tmp_path, samples, 2)
   run(argv)
-  os.remove(out / 'waves' / 'img001.jpg')
+  os.remove(out / 'waves' / 'img001.jpg.jpg')
   run(argv)
   assert _statuses(out) == {'img000.jpg': 'skipped', 'img001.jpg': 'ok'}
-  assert (out / 'waves' / 'img001.jpg').exists()
+  assert (out / 'waves' / 'img001.jpg.jpg').exists()
 
 
 @pytest.mark.slow
@@ -100,8 +100,10 @@ def test_killed_run_then_rerun_processes_each_input_exactly_once(
   done_before = len(os.listdir(done_dir))
   assert 4 <= done_before < 40
   assert not list(out.glob('manifest*.jsonl'))  # It died before the manifest.
-  # What a write killed half-way leaves: a temporary file, never a final name.
-  (out / 'towers_1916_sq' / 'img039.jpg.tmp-deadbeef0000').write_bytes(b'\xff')
+  # What a write killed half-way leaves: a file in the run's temporary
+  # folder, never a final name.
+  leftovers = list((out / '.stylize' / 'tmp').iterdir())
+  (leftovers[0] / 'deadbeef0000').write_bytes(b'\xff')
   run(argv)
   rows = manifest_rows(out)
   assert sorted(os.path.basename(r['input']) for r in rows) == [
@@ -109,7 +111,7 @@ def test_killed_run_then_rerun_processes_each_input_exactly_once(
   skipped = [r for r in rows if r['status'] == 'skipped']
   assert len(skipped) == done_before
   assert all(r['status'] in ('ok', 'skipped') for r in rows)
-  assert not list(out.rglob('*.tmp-*'))
+  assert not list((out / '.stylize' / 'tmp').rglob('*'))
   files = sorted(out.glob('towers_1916_sq/*'))
   assert len(files) == 40
   for f in files:

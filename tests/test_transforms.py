@@ -7,9 +7,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from tests.conftest import gradient
-from transforms import paths
 from transforms.decode import ReadAndDecode
-from transforms.inputs import ListInputs
+from transforms.inputs import ListInputs, make_input_spec
+from transforms.layout import OutputLayout
 from transforms.records import InputFile, StyleRef
 from transforms.stylize import Stylize
 
@@ -31,19 +31,22 @@ def test_list_inputs_recursive_unique_and_counted(tmp_path):
   root.mkdir()
   _tree(root)
   listing = tmp_path / 'list.txt'
-  # The list names a file the folder also reaches: it must appear once.
-  listing.write_text(f'# my list\n\n{root / "b" / "IMG_0001.jpg"}\n')
-  specs = [paths.make_input_spec(str(root))]
+  # The list names a file the folder also reaches (once through '..'): it
+  # must appear once.
+  listing.write_text(f'# my list\n\n{root / "b" / "IMG_0001.jpg"}\n'
+                     f'{root / "a" / ".." / "b" / "IMG_0001.jpg"}\n')
+  specs = [make_input_spec(str(root))]
+  lay = OutputLayout.create(str(tmp_path / 'out'), 'jpg', str(root))
   with TestPipeline() as p:
-    files, ignored = p | ListInputs(specs, [str(listing)], str(root))
+    files, ignored = p | ListInputs(specs, [str(listing)], lay)
     assert_that(
-        files | beam.Map(lambda f: (f.uri[len(str(root)) + 1:], f.out_stem)),
+        files | beam.Map(lambda f: (f.uri[len(str(root)) + 1:], f.key)),
         equal_to([
-            ('a/IMG_0001.JPG', 'a/IMG_0001'),
-            ('b/IMG_0001.jpg', 'b/IMG_0001'),
+            ('a/IMG_0001.JPG', 'a/IMG_0001.JPG'),
+            ('b/IMG_0001.jpg', 'b/IMG_0001.jpg'),
             ('a/deep/x.png', 'a/deep/x.png'),
             ('a/deep/x.jpeg', 'a/deep/x.jpeg'),
-            ('b/Ölgemälde.webp', 'b/Ölgemälde'),
+            ('b/Ölgemälde.webp', 'b/Ölgemälde.webp'),
         ]), label='files')
     assert_that(ignored | beam.Map(lambda u: u.rsplit('/', 1)[1]),
                 equal_to(['.DS_Store', 'IMG_0001.xmp']), label='ignored')
@@ -52,10 +55,10 @@ def test_list_inputs_recursive_unique_and_counted(tmp_path):
 def test_explicit_file_kept_whatever_its_extension(tmp_path):
   f = tmp_path / 'scan.dat'
   gradient(8, 8).save(f, 'PNG')
+  lay = OutputLayout.create(str(tmp_path / 'out'), 'jpg', str(tmp_path))
   with TestPipeline() as p:
-    files, _ = p | ListInputs([paths.make_input_spec(str(f))], [],
-                              str(tmp_path))
-    assert_that(files | beam.Map(lambda i: i.out_stem), equal_to(['scan']))
+    files, _ = p | ListInputs([make_input_spec(str(f))], [], lay)
+    assert_that(files | beam.Map(lambda i: i.key), equal_to(['scan.dat']))
 
 
 def test_read_and_decode_turns_bad_files_into_failures(tmp_path):
@@ -65,15 +68,15 @@ def test_read_and_decode_turns_bad_files_into_failures(tmp_path):
   bad.write_bytes(b'\xff\xd8\xff garbage')
   empty = tmp_path / 'empty.png'
   empty.write_bytes(b'')
-  items = [InputFile(uri=str(f), rel=f.name) for f in (good, bad, empty)]
-  items.append(InputFile(uri=str(tmp_path / 'vanished.jpg'), rel='v.jpg'))
+  items = [InputFile(uri=str(f), key=f.name) for f in (good, bad, empty)]
+  items.append(InputFile(uri=str(tmp_path / 'vanished.jpg'), key='v.jpg'))
   with TestPipeline() as p:
     decoded, failed = (p | beam.Create(items) | ReadAndDecode(100, 10**8))
-    assert_that(decoded | beam.Map(lambda d: (d.input.rel, d.pixels.shape,
+    assert_that(decoded | beam.Map(lambda d: (d.input.key, d.pixels.shape,
                                               d.source_width)),
                 equal_to([('good.png', (67, 100, 3), 300)]), label='ok')
     assert_that(
-        failed | beam.Map(lambda f: (f.input.rel, f.error.split(':')[0])),
+        failed | beam.Map(lambda f: (f.input.key, f.error.split(':')[0])),
         equal_to([('bad.jpg', 'decode'), ('empty.png', 'decode'),
                   ('v.jpg', 'read')]), label='failed')
 
@@ -87,14 +90,14 @@ def test_stylize_batches_mixed_shapes_keep_their_sizes(tmp_path):
   for i, (h, w) in enumerate(shapes):
     pixels = np.asarray(gradient(w, h, seed=i))
     decoded.append(DecodedImage(input=InputFile(uri=f'/x/{i}.png',
-                                                rel=f'{i}.png', todo=('red',)),
+                                                key=f'{i}.png', todo=('red',)),
                                 pixels=pixels, source_width=w,
                                 source_height=h))
   styles = [StyleRef(uri=str(style), label='red')]
   with TestPipeline() as p:
     ok, failed = (p | beam.Create(decoded) |
                   Stylize('builtin', styles, 64, batch_size=4, tf_threads=0))
-    assert_that(ok | beam.Map(lambda s: (s.input.rel, s.pixels.shape[:2])),
+    assert_that(ok | beam.Map(lambda s: (s.input.key, s.pixels.shape[:2])),
                 equal_to([(f'{i}.png', s) for i, s in enumerate(shapes)]),
                 label='ok')
     # The builtin model moves colours to the style's: red dominates.

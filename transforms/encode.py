@@ -10,11 +10,11 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from PIL import Image
 
-from transforms import paths
-from transforms.incremental import marker_uri, work_identity
-from transforms.records import (Failure, ManifestRow, Status, StylizedImage,
-                                describe_error)
-from transforms.storage import use_anonymous_gcs_for_emulator, write_atomically
+from transforms.incremental import identity_of
+from transforms.layout import OutputLayout
+from transforms.records import Failure, StylizedImage, describe_error
+from transforms.rows import ok_row
+from transforms.storage import use_anonymous_gcs_for_emulator, write_file
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +46,12 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
 class EncodeAndWriteFn(beam.DoFn):
   """StylizedImage -> ok ManifestRow; 'failed' Failure if encode/write fails."""
 
-  def __init__(self, output: str, fmt: str, quality: int, model: str,
-               params: dict, job_key: str):
-    self._job_key = job_key
-    self._params = dict(params)
-    self._output = output
-    self._fmt = fmt
+  def __init__(self, layout: OutputLayout, quality: int, row_info: dict,
+               job_key: str):
+    self._layout = layout
     self._quality = quality
-    self._model = model
+    self._row_info = dict(row_info)
+    self._job_key = job_key
     self._bytes = Metrics.counter('stylize', 'bytes_written')
 
   def setup(self):
@@ -61,18 +59,19 @@ class EncodeAndWriteFn(beam.DoFn):
 
   def process(self, item: StylizedImage) -> Iterable:
     timings = dict(item.timings)
-    uri = paths.output_uri(self._output, item.style.label, item.input.out_stem,
-                     self._fmt)
+    fmt = self._layout.fmt
     try:
+      uri = self._layout.output_uri(item.style.label, item.input.key)
       start = time.perf_counter()
-      data = encode_image(item.pixels, self._fmt, self._quality)
+      data = encode_image(item.pixels, fmt, self._quality)
       timings['encode_s'] = time.perf_counter() - start
       start = time.perf_counter()
-      write_atomically(uri, data, MIME_TYPES[self._fmt])
+      write_file(self._layout, uri, data, MIME_TYPES[fmt])
       # The done marker comes after the output: a marker always means a
       # complete output (see transforms/incremental.py).
-      write_atomically(marker_uri(self._output, work_identity(
-          item.input, item.style, self._job_key)), b'')
+      write_file(self._layout, self._layout.marker_uri(
+          item.style.label, item.input.key,
+          identity_of(item.input, item.style, self._job_key)), b'')
       timings['write_s'] = time.perf_counter() - start
     except Exception as e:  # pylint: disable=broad-except
       yield beam.pvalue.TaggedOutput(FAILED, Failure(
@@ -82,21 +81,16 @@ class EncodeAndWriteFn(beam.DoFn):
           timings=timings))
       return
     self._bytes.inc(len(data))
-    height, width = item.pixels.shape[:2]
-    yield ManifestRow(
-        input=item.input.uri, style=item.style.uri, status=Status.OK,
-        model=self._model, output=uri, width=width, height=height,
-        source_width=item.source_width, source_height=item.source_height,
-        params=dict(self._params), timings=timings)
+    yield ok_row(item, uri, self._row_info, timings)
 
 
 class EncodeAndWrite(beam.PTransform):
   """PCollection[StylizedImage] -> (ok ManifestRows, failed Failures)."""
 
-  def __init__(self, output: str, fmt: str, quality: int, model: str,
-               params: dict, job_key: str):
+  def __init__(self, layout: OutputLayout, quality: int, row_info: dict,
+               job_key: str):
     super().__init__()
-    self._fn = EncodeAndWriteFn(output, fmt, quality, model, params, job_key)
+    self._fn = EncodeAndWriteFn(layout, quality, row_info, job_key)
 
   def expand(self, stylized):
     results = stylized | 'EncodeWrite' >> beam.ParDo(self._fn).with_outputs(

@@ -1,125 +1,155 @@
-"""Incremental runs: what is already done, decided from one listing of the output.
+"""Incremental runs: work already done is found by a keyed join, not a broadcast.
 
 Identity of a piece of work: the input's URI, size and modification time
 (on GCS the object's update time, which changes whenever it is rewritten),
 the style (URIs and weights), the model and every parameter that changes the
-pixels (see JobConfig.job_key). After an output is written, an empty marker
-named by the SHA-1 of that identity is written to
-{output}/.stylize/done/<sha1>. A rerun lists {output} once: a pair whose
-marker and output both exist is `skipped`; anything else is (re)done. A run
-killed at any point leaves either a complete output with its marker, or no
-marker (the output, if any, is redone), and never a half-written output
-under a final name (see storage.write_atomically); leftover temporary files
-are removed by the next run.
+pixels (JobConfig.job_key), and the output key (layout.work_identity). After
+an output is written, an empty done marker named after the output and that
+identity is written (layout.marker_uri):
+
+    {output}/.stylize/done/{style}/{key}.{format}.{sha1 of the identity}
+
+A rerun lists the style folders and the markers, streamed, and joins what it
+finds to the work list by input key with CoGroupByKey, so no worker holds the
+whole done set. A pair whose marker and output both exist is `skipped`;
+anything else is (re)done. A listing that fails stops the run
+(storage.ListingError): it is never read as "nothing done".
 """
 
 import dataclasses
-import hashlib
 import logging
-from typing import Dict, Iterable, Sequence
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import paths
-from transforms.records import InputFile, ManifestRow, Status, StyleRef
-from transforms.storage import TMP_MARK, delete_files, list_files
+from transforms import storage
+from transforms.layout import Listed, OutputLayout, work_identity
+from transforms.records import InputFile, StyleRef
+from transforms.rows import failed_input_rows, skipped_row
 
 logger = logging.getLogger(__name__)
 
-STATE_DIR = '.stylize'
-DONE_DIR = f'{STATE_DIR}/done'
 SKIPPED = 'skipped'
+FAILED = 'failed'
 
 
-def work_identity(item: InputFile, style: StyleRef, job_key: str) -> str:
-  text = '\0'.join([item.uri, str(item.size_bytes), repr(float(item.mtime)),
-                    style.uri, job_key, item.out_stem, style.label])
-  return hashlib.sha1(text.encode('utf-8')).hexdigest()
+def identity_of(item: InputFile, style: StyleRef, job_key: str) -> str:
+  return work_identity(item.uri, item.size_bytes, item.mtime, style.uri,
+                       job_key, item.key, style.label)
 
 
-def marker_uri(output: str, identity: str) -> str:
-  return paths.join(output, DONE_DIR, identity)
+class ListOutputFolder(beam.DoFn):
+  """A folder below {output} -> (input key, Listed) for each file of the job.
 
+  Streams the listing (storage.iter_files), so memory does not grow with the
+  number of outputs; files the job did not write are left out.
+  """
 
-def scan_output(output: str) -> Dict[str, object]:
-  """One listing of {output}: done markers, existing files, leftovers."""
-  markers, files, leftovers = set(), set(), []  # list_files sets up auth
-  done_prefix = paths.join(output, DONE_DIR) + '/'
-  for meta in list_files(paths.join(output, '**')):
-    path = paths.join(meta.path)
-    if path.startswith(done_prefix):
-      markers.add(path[len(done_prefix):])
-    elif TMP_MARK in path.rsplit('/', 1)[-1]:
-      leftovers.append(path)
-    else:
-      files.add(path)
-  return {'markers': markers, 'files': files, 'leftovers': leftovers}
+  def __init__(self, layout: OutputLayout, labels: Sequence[str]):
+    self._layout = layout
+    self._labels = frozenset(labels)
+    self._listed = Metrics.counter('stylize', 'output_files_listed')
 
+  def setup(self):
+    storage.use_anonymous_gcs_for_emulator()
 
-def remove_leftovers(state: Dict[str, object]) -> int:
-  """Deletes temporary files an interrupted earlier run left behind."""
-  leftovers = state['leftovers']
-  if leftovers:
-    logger.info('Removing %d temporary file(s) left by an interrupted run',
-                len(leftovers))
-  return len(delete_files(leftovers))
+  def process(self, folder: str) -> Iterable[Tuple[str, Listed]]:
+    for entry in storage.iter_files(folder):
+      listed = self._layout.parse_listed(entry.path)
+      if listed is not None and listed.label in self._labels:
+        self._listed.inc()
+        yield listed.key, listed
 
 
 class PlanWork(beam.DoFn):
-  """InputFile -> InputFile with the styles still to do; 'skipped' rows."""
+  """(key, {inputs, listed}) -> InputFile with the styles still to do;
+  'skipped' rows for done pairs; 'failed' rows for inputs with an error."""
 
-  def __init__(self, output: str, styles: Sequence[StyleRef], fmt: str,
-               job_key: str, model: str, params: Dict, force: bool):
-    self._output = output
+  def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
+               job_key: str, row_info: Dict, force: bool):
+    self._layout = layout
     self._styles = list(styles)
-    self._fmt = fmt
     self._job_key = job_key
-    self._model = model
-    self._params = dict(params)
+    self._row_info = dict(row_info)
     self._force = force
     self._skipped = Metrics.counter('stylize', 'skipped')
 
-  def process(self, item: InputFile, state: Dict[str, object]) -> Iterable:
-    todo = []
-    for style in self._styles:
-      out = paths.output_uri(self._output, style.label, item.out_stem, self._fmt)
-      identity = work_identity(item, style, self._job_key)
-      if (not self._force and identity in state['markers'] and
-          out in state['files']):
-        self._skipped.inc()
-        yield beam.pvalue.TaggedOutput(SKIPPED, ManifestRow(
-            input=item.uri, style=style.uri, status=Status.SKIPPED,
-            model=self._model, output=out,
-            error=None, params=dict(self._params)))
-      else:
-        todo.append(style.label)
-    if todo:
-      yield dataclasses.replace(item, todo=tuple(todo))
+  def process(self, joined) -> Iterable:
+    key, groups = joined
+    listed: List[Listed] = list(groups.get('listed', ()))
+    outputs = {l.label for l in listed if l.kind == 'output'}
+    markers = {(l.label, l.identity) for l in listed if l.kind == 'marker'}
+    for item in groups['inputs']:
+      if item.error:
+        for row in failed_input_rows(item, self._styles, item.error,
+                                     self._row_info):
+          yield beam.pvalue.TaggedOutput(FAILED, row)
+        continue
+      todo = []
+      for style in self._styles:
+        identity = identity_of(item, style, self._job_key)
+        if (not self._force and style.label in outputs and
+            (style.label, identity) in markers):
+          self._skipped.inc()
+          yield beam.pvalue.TaggedOutput(SKIPPED, skipped_row(
+              item, style, self._layout.output_uri(style.label, key),
+              self._row_info))
+        else:
+          todo.append(style.label)
+      if todo:
+        yield dataclasses.replace(item, todo=tuple(todo))
+
+
+def _by_key(item: InputFile) -> Tuple[str, InputFile]:
+  # Inputs with an error have no key; their URI keeps them apart.
+  return (item.key if item.key else f'\0{item.uri}'), item
 
 
 class SkipDone(beam.PTransform):
-  """PCollection[InputFile] -> (work to do, skipped ManifestRows).
+  """PCollection[InputFile] -> (work to do, skipped rows, failed rows).
 
-  The output folder is listed once, inside the pipeline, before any work;
-  that listing is a side input of the planning step.
+  The style folders and markers below the output are listed inside the
+  pipeline, one folder per worker call, and joined to the inputs by key.
+  With force, nothing is listed and everything is done again.
   """
 
-  def __init__(self, output: str, styles: Sequence[StyleRef], fmt: str,
-               job_key: str, model: str, params: Dict, force: bool,
-               clean_leftovers: bool = True):
+  def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
+               job_key: str, row_info: Dict, force: bool):
     super().__init__()
-    self._clean = clean_leftovers
-    self._output = output
-    self._plan = PlanWork(output, styles, fmt, job_key, model, params, force)
+    self._layout = layout
+    self._styles = list(styles)
+    self._plan = PlanWork(layout, styles, job_key, row_info, force)
+    self._force = force
 
   def expand(self, files):
-    state = (files.pipeline
-             | 'OutputFolder' >> beam.Create([self._output])
-             | 'ListOutput' >> beam.Map(scan_output))
-    if self._clean:
-      _ = state | 'RemoveLeftovers' >> beam.Map(remove_leftovers)
-    planned = files | 'Plan' >> beam.ParDo(
-        self._plan, state=beam.pvalue.AsSingleton(state)).with_outputs(
-            SKIPPED, main='todo')
-    return planned.todo, planned[SKIPPED]
+    keyed = files | 'KeyByOutput' >> beam.Map(_by_key)
+    labels = [s.label for s in self._styles]
+    folders = [] if self._force else self._layout.listing_patterns(labels)
+    listed = (files.pipeline
+              | 'OutputFolders' >> beam.Create(folders)
+              | 'SpreadFolders' >> beam.Reshuffle()
+              | 'ListOutput' >> beam.ParDo(ListOutputFolder(self._layout,
+                                                            labels)))
+    planned = ({'inputs': keyed, 'listed': listed}
+               | 'JoinDone' >> beam.CoGroupByKey()
+               | 'Plan' >> beam.ParDo(self._plan).with_outputs(
+                   SKIPPED, FAILED, main='todo'))
+    return planned.todo, planned[SKIPPED], planned[FAILED]
+
+
+class RemoveStaleTemporary(beam.PTransform):
+  """PBegin -> removes temporary folders of interrupted earlier runs.
+
+  Only {output}/.stylize/tmp/<other run>/ (storage.remove_stale_temporary),
+  never this run's, so it needs no ordering against this run's writes.
+  """
+
+  def __init__(self, layout: OutputLayout):
+    super().__init__()
+    self._layout = layout
+
+  def expand(self, pbegin):
+    return (pbegin
+            | 'Output' >> beam.Create([self._layout])
+            | 'Remove' >> beam.Map(storage.remove_stale_temporary))

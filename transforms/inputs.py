@@ -1,14 +1,18 @@
-"""Listing inputs lazily inside the pipeline: --input specs and --input_list files."""
+"""Listing inputs lazily inside the pipeline: --input specs and --input_list files.
 
-import dataclasses
+Inputs are named by their canonical location (layout.canonical_uri: local
+paths with links, '.' and '..' resolved), so every alias of a file is one
+input, and keyed for output by the layout.
+"""
+
 import logging
 from typing import Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import paths
+from transforms import paths, storage
+from transforms.layout import LayoutError, OutputLayout, canonical_uri
 from transforms.records import InputFile
 from transforms.storage import use_anonymous_gcs_for_emulator
 
@@ -17,104 +21,127 @@ logger = logging.getLogger(__name__)
 IGNORED = 'ignored'
 
 
-class ExpandInputSpec(beam.DoFn):
-  """InputSpec -> InputFile for every image it matches.
+def make_input_spec(arg: str) -> paths.InputSpec:
+  """Turns one --input argument into an InputSpec, at launch.
 
-  Written by hand rather than fileio.MatchAll because each match must keep
-  the root it came from (outputs mirror the input tree) and must apply the
-  image-extension filter; the matching itself is FileSystems.match, which is
-  what MatchAll calls. Non-image files below a folder go to the 'ignored'
-  output so the summary can count them.
+  What exists is taken literally first: an existing file whose name holds
+  glob characters ('IMG [1].jpg') is that file. Otherwise an argument with
+  '*', '?' or '[' is a glob.
+
+  Raises:
+    FileNotFoundError: nothing exists there and it is no glob.
+  """
+  uri = canonical_uri(paths.absolute(arg))
+  kind = storage.exists_literally(uri)
+  if kind == 'file':
+    return paths.InputSpec(pattern=uri, root=paths.dirname(uri),
+                           kind=paths.FILE)
+  if kind == 'folder':
+    return paths.InputSpec(pattern=paths.join(uri), root=paths.join(uri),
+                           kind=paths.FOLDER)
+  if paths.is_glob(uri):
+    return paths.InputSpec(pattern=uri, root=paths.glob_root(uri),
+                           kind=paths.GLOB)
+  raise FileNotFoundError(arg)
+
+
+def make_input(listed_path: str, entry: storage.Entry,
+               layout: OutputLayout) -> InputFile:
+  """A listed or named file -> InputFile, with the reason if it cannot be
+  stylized safely (then it becomes failed rows, never a crash)."""
+  uri = canonical_uri(listed_path)
+  error = f'read: {entry.error}' if entry.error else ''
+  key = ''
+  if layout.is_inside_output(uri):
+    error = (f'input: the file is inside --output {layout.output}; the job '
+             'never reads its own outputs as inputs')
+  else:
+    try:
+      key = layout.key(uri)
+      layout.output_uri('x', key)  # Checks the length limits once.
+    except LayoutError as e:
+      error = f'input: cannot be mapped to an output safely: {e}'
+  return InputFile(uri=uri, key=key, size_bytes=entry.size, mtime=entry.mtime,
+                   error=error)
+
+
+class ExpandInputSpec(beam.DoFn):
+  """InputSpec -> InputFile for every image it matches; 'ignored' paths.
+
+  Written by hand rather than fileio.MatchAll: the listing is streamed
+  (MatchAll gathers each pattern's matches in one list), globs follow
+  Python's glob(recursive=True) meaning of '**' (paths.glob_regex), symbolic
+  links to folders are followed with loops refused (storage.iter_files),
+  and non-image files below a folder go to the 'ignored' output so the
+  summary can count them.
   """
 
-  def __init__(self, base: str):
-    self._base = base
+  def __init__(self, layout: OutputLayout):
+    self._layout = layout
     self._ignored = Metrics.counter('stylize', 'files_ignored')
 
   def setup(self):
     use_anonymous_gcs_for_emulator()
 
   def process(self, spec: paths.InputSpec) -> Iterable:
-    for result in FileSystems.match([spec.pattern]):
-      for meta in result.metadata_list:
-        path = meta.path
-        if not spec.explicit and not paths.is_image_name(path):
-          self._ignored.inc()
-          yield beam.pvalue.TaggedOutput(IGNORED, path)
-          continue
-        yield InputFile(
-            uri=path,
-            rel=paths.relative_path(path, self._base),
-            size_bytes=meta.size_in_bytes,
-            mtime=float(meta.last_updated_in_seconds or 0.0))
+    if spec.kind == paths.FILE:
+      yield make_input(spec.pattern, storage.stat(spec.pattern), self._layout)
+      return
+    regex = paths.glob_regex(spec.pattern) if spec.kind == paths.GLOB else None
+    for entry in storage.iter_files(spec.root, follow_links=True):
+      if regex is not None and not regex.match(entry.path):
+        continue
+      if not paths.is_image_name(entry.path):
+        self._ignored.inc()
+        yield beam.pvalue.TaggedOutput(IGNORED, entry.path)
+        continue
+      yield make_input(entry.path, entry, self._layout)
 
 
-def list_file_entry(line: str, list_dir: str) -> InputFile:
-  """An --input_list line -> InputFile; rel is the URI without its scheme.
+def list_file_entry(line: str, list_dir: str,
+                    layout: OutputLayout) -> InputFile:
+  """An --input_list line -> InputFile.
 
-  A relative local entry is taken relative to the list file's folder. Size
-  and modification time come from one metadata look-up (they are part of
-  the incremental identity); a missing file keeps -1 and fails when read.
+  Entries are literal paths or URIs (no globbing); a relative local entry is
+  relative to the list file's folder. Size and modification time come from
+  one metadata look-up (they are part of the incremental identity); a
+  missing file becomes failed rows with the reason.
   """
-  uri = line
-  if not paths.has_scheme(line) and not line.startswith('/'):
-    uri = paths.join(list_dir, line)
-  use_anonymous_gcs_for_emulator()
-  size, mtime = -1, 0.0
-  try:
-    metas = FileSystems.match([uri])[0].metadata_list
-    if metas:
-      size = metas[0].size_in_bytes
-      mtime = float(metas[0].last_updated_in_seconds or 0.0)
-  except Exception as e:  # pylint: disable=broad-except
-    logger.debug('No metadata for %s: %s', uri, e)
-  return InputFile(uri=uri, rel=paths.strip_scheme(uri), size_bytes=size,
-                   mtime=mtime)
+  uri = canonical_uri(paths.list_entry_uri(line, list_dir))
+  return make_input(uri, storage.stat(uri), layout)
 
 
-def _first_by_rel(keyed: Tuple[str, Iterable[InputFile]]) -> InputFile:
-  """The same URI reached twice (overlapping inputs) is processed once."""
-  _, items = keyed
-  return min(items, key=lambda i: (i.rel, -i.size_bytes))
+def _one_per_uri(keyed: Tuple[str, Iterable[InputFile]]) -> InputFile:
+  """Aliases of one file (two inputs, a list and a folder) are one input.
 
-
-def _unique_outputs(keyed: Tuple[str, Iterable[InputFile]]
-                    ) -> Iterable[InputFile]:
-  """Gives inputs that would share an output name distinct names.
-
-  'a/x.jpg' and 'a/x.png' both map to 'a/x': both then keep their source
-  extension in the name ('a/x.jpg', 'a/x.png', before the output extension
-  is added). The same relative path reached from two roots (a list file and
-  a folder) also gets a hash of the URI. Deterministic for a given set of
-  inputs.
+  They share the canonical URI and so the key; one without an error wins.
   """
   _, items = keyed
-  items = sorted(items, key=lambda i: i.uri)
-  if len(items) == 1:
-    yield items[0]
-    return
-  rels = [i.rel for i in items]
-  for item in items:
-    stem = item.rel
-    if rels.count(item.rel) > 1:
-      stem = f'{item.rel}-{paths.short_hash(item.uri)}'
-    yield dataclasses.replace(item, out_stem=stem)
+  return min(items, key=lambda i: (bool(i.error), i.key, i.error))
+
+
+def _entries(line: str) -> List[str]:
+  return list(paths.list_entries([line]))
+
+
+def _by_uri(item: InputFile) -> Tuple[str, InputFile]:
+  return item.uri, item
 
 
 class ListInputs(beam.PTransform):
   """PBegin -> PCollection[InputFile], plus an 'ignored' PCollection[str].
 
   Patterns are expanded on the workers, never globbed in the launcher. Each
-  input URI appears once, and no two inputs share an output name. (The
-  caller reshuffles the result to spread the work.)
+  input appears once, keyed for its outputs. (The caller reshuffles the
+  result to spread the work.)
   """
 
-  def __init__(self, specs: Sequence[paths.InputSpec], list_files: Sequence[str],
-               base: str):
+  def __init__(self, specs: Sequence[paths.InputSpec],
+               list_files: Sequence[str], layout: OutputLayout):
     super().__init__()
     self._specs = list(specs)
     self._list_files = list(list_files)
-    self._base = base
+    self._layout = layout
 
   def expand(self, pbegin):
     branches: List = []
@@ -124,29 +151,33 @@ class ListInputs(beam.PTransform):
           pbegin
           | 'InputSpecs' >> beam.Create(self._specs)
           | 'ReshuffleSpecs' >> beam.Reshuffle()
-          | 'Match' >> beam.ParDo(ExpandInputSpec(self._base)).with_outputs(
+          | 'Match' >> beam.ParDo(ExpandInputSpec(self._layout)).with_outputs(
               IGNORED, main='images'))
       branches.append(matched.images)
       ignored.append(matched[IGNORED])
     for i, list_file in enumerate(self._list_files):
-      list_file = paths.absolute(list_file)
       branches.append(
           pbegin
           | f'ReadList{i}' >> beam.io.ReadFromText(list_file)
-          | f'ListEntries{i}' >> beam.FlatMap(lambda line: paths.list_entries([line]))
+          | f'ListEntries{i}' >> beam.FlatMap(_entries)
           | f'ListToInput{i}' >> beam.Map(list_file_entry,
-                                          paths.dirname(list_file)))
+                                          paths.dirname(list_file),
+                                          self._layout))
     files = (
         branches
         | 'AllInputs' >> beam.Flatten()
-        | 'KeyByUri' >> beam.Map(lambda i: (i.uri, i))
+        | 'KeyByUri' >> beam.Map(_by_uri)
         | 'GroupByUri' >> beam.GroupByKey()
-        | 'OnePerUri' >> beam.Map(_first_by_rel)
-        | 'KeyByOutputName' >> beam.Map(lambda i: (i.out_stem, i))
-        | 'GroupByOutputName' >> beam.GroupByKey()
-        | 'UniqueOutputs' >> beam.FlatMap(_unique_outputs))
+        | 'OnePerUri' >> beam.Map(_one_per_uri))
     if ignored:
       ignored_pc = ignored | 'AllIgnored' >> beam.Flatten()
     else:
       ignored_pc = pbegin | 'NoIgnored' >> beam.Create([])
     return files, ignored_pc
+
+
+def any_match(spec: paths.InputSpec) -> bool:
+  """True once a glob matches one file (the listing stops there)."""
+  regex = paths.glob_regex(spec.pattern)
+  return any(regex.match(e.path)
+             for e in storage.iter_files(spec.root, follow_links=True))

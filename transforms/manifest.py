@@ -1,79 +1,88 @@
-"""The manifest sink: one JSON line per (input, style), plus summary.json."""
+"""The manifest sink: one JSON line per (input, style), plus summary.json.
 
-import hashlib
+Rows are written by a Beam file sink (temporary files, then finalize), so the
+runner shards them and a retried bundle never duplicates or loses a row; the
+summary comes from a combiner, which lifts before the shuffle. No step
+gathers every row on one worker.
+"""
+
 import json
 import logging
-from typing import Dict, Iterable, List, Sequence, Tuple
+import posixpath
+import time
+import uuid
+from typing import Dict, List, Sequence
 
 import apache_beam as beam
+from apache_beam.coders import coders
+from apache_beam.io import filebasedsink
+from apache_beam.io.filesystems import FileSystems
 
-from transforms import paths
-from transforms.storage import delete_files, list_files, write_atomically
-from transforms.progress import RecordProgress
-from transforms.records import Failure, ManifestRow, Status, StyleRef
+from transforms import storage
+from transforms.layout import MANIFEST_SUFFIX, OutputLayout
+from transforms.records import ManifestRow, Status, StyleRef
+from transforms.rows import failure_rows
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_PREFIX = 'manifest'
-MANIFEST_SUFFIX = '.jsonl'
-SUMMARY_NAME = 'summary.json'
-
-
-def failure_rows(failure: Failure, styles: Sequence[StyleRef],
-                 model: str, params: Dict) -> Iterable[ManifestRow]:
-  """A Failure -> one failed row per affected style."""
-  affected = [failure.style] if failure.style is not None else [
-      s for s in styles if s.label in failure.input.todo]
-  for style in affected:
-    yield ManifestRow(
-        input=failure.input.uri, style=style.uri, status=Status.FAILED,
-        model=model, error=failure.error,
-        source_width=failure.source_width,
-        source_height=failure.source_height, params=dict(params),
-        timings=dict(failure.timings))
+SHARD_TEMPLATE = '-SSSSS-of-NNNNN'
 
 
 def row_to_json(row: ManifestRow) -> str:
   return json.dumps(row.to_json_dict(), ensure_ascii=False, sort_keys=True)
 
 
-def shard_name(output: str, index: int, count: int) -> str:
-  return paths.join(output, f'{MANIFEST_PREFIX}-{index:05d}-of-{count:05d}'
-                    f'{MANIFEST_SUFFIX}')
+def row_to_line(row: ManifestRow) -> bytes:
+  """One manifest line. Names that are not valid UTF-8 (possible in local
+  file names) are written as JSON \\u escapes, so every line stays valid
+  UTF-8 JSON and reads back to the exact name."""
+  text = row_to_json(row)
+  try:
+    return text.encode('utf-8')
+  except UnicodeEncodeError:
+    return json.dumps(row.to_json_dict(), ensure_ascii=True,
+                      sort_keys=True).encode('ascii')
 
 
-def shard_of(row: ManifestRow, count: int) -> int:
-  """A stable shard for a row (the same on every worker and every run)."""
-  digest = hashlib.sha1(f'{row.input}\0{row.style}'.encode()).digest()
-  return int.from_bytes(digest[:4], 'big') % count
+class ManifestSink(filebasedsink.FileBasedSink):
+  """JSON lines in {output}/manifest-SSSSS-of-NNNNN.jsonl, through Beam's
+  file-sink protocol: each bundle writes a temporary file, and finalize
+  renames the committed ones into place (a retried bundle's file is dropped).
 
-
-def write_shard(keyed: Tuple[int, Iterable[ManifestRow]], output: str,
-                count: int) -> str:
-  """Writes one manifest shard, rows sorted, under its final name.
-
-  Written by hand rather than WriteToText: Beam's file sinks finalise with a
-  batch rename, which the GCS emulator cannot serve, and a shard written
-  whole under a deterministic name is already idempotent when a bundle is
-  retried.
+  The temporary files live in the run's own folder below {output}/.stylize/
+  (not Beam's default beam-temp-* folder beside the shards), so a killed run
+  leaves nothing among the user's files, and the next run removes them.
   """
-  index, rows = keyed
-  lines = sorted(row_to_json(r) for r in rows)
-  uri = shard_name(output, index, count)
-  write_atomically(uri, ('\n'.join(lines) + '\n').encode('utf-8'),
-                   'application/x-ndjson')
-  return uri
 
+  def __init__(self, layout: OutputLayout, num_shards: int = 0):
+    super().__init__(
+        layout.manifest_prefix(), coder=coders.BytesCoder(),
+        file_name_suffix=MANIFEST_SUFFIX, num_shards=num_shards,
+        shard_name_template=SHARD_TEMPLATE, mime_type='application/x-ndjson',
+        compression_type='uncompressed')
+    self._layout = layout
 
-def delete_stale_manifests(written: List[str], output: str) -> List[str]:
-  """Removes manifest shards an earlier run left that this run did not write."""
-  keep = {paths.join(w) for w in written}
-  pattern = paths.join(output, MANIFEST_PREFIX + '*' + MANIFEST_SUFFIX)
-  stale = [m.path for m in list_files(pattern) if paths.join(m.path) not in keep]
-  if stale:
-    logger.info('Removing %d stale manifest shard(s): %s', len(stale), stale)
-    delete_files(stale)
-  return sorted(keep)
+  def initialize_write(self):
+    tmp = posixpath.join(self._layout.tmp_dir(), f'manifest-{uuid.uuid4().hex}')
+    FileSystems.mkdirs(tmp)
+    return tmp
+
+  def write_encoded_record(self, file_handle, encoded_value):
+    file_handle.write(encoded_value)
+    file_handle.write(b'\n')
+
+  def pre_finalize(self, init_result, writer_results):
+    """Before the shards are renamed into place: removes every manifest
+    shard of earlier runs (Beam's own pre_finalize only removes those with
+    this run's shard count), so {output}/manifest-*.jsonl is this run's
+    alone. Only top-level files of exactly the shard shape are touched."""
+    stale = [e.path for e in storage.iter_top_files(
+        self._layout.manifest_prefix())
+             if self._layout.is_manifest_shard(e.path)]
+    if stale:
+      logger.info('Replacing %d manifest shard(s) of an earlier run',
+                  len(stale))
+      FileSystems.delete(stale)
 
 
 class SummaryCombineFn(beam.CombineFn):
@@ -85,8 +94,8 @@ class SummaryCombineFn(beam.CombineFn):
   def add_input(self, acc, row: ManifestRow):
     acc['counts'][row.status.value] += 1
     if row.error:
-      # Group reasons without the image-specific detail after the first ':'
-      # of the message proper, e.g. 'decode: corrupt or truncated image data'.
+      # Group reasons without the image-specific detail in parentheses,
+      # e.g. 'decode: corrupt or truncated image data'.
       reason = row.error.split(' (', 1)[0]
       acc['errors'][reason] = acc['errors'].get(reason, 0) + 1
     return acc
@@ -98,6 +107,7 @@ class SummaryCombineFn(beam.CombineFn):
         out['counts'][k] += v
       for k, v in acc['errors'].items():
         out['errors'][k] = out['errors'].get(k, 0) + v
+    # Only the most common reasons are kept: bounded by distinct reasons.
     return out
 
   def extract_output(self, acc):
@@ -109,7 +119,10 @@ def build_summary(acc: Dict, ignored: int, manifests: List[str],
   counts = acc['counts']
   top = sorted(acc['errors'].items(), key=lambda kv: (-kv[1], kv[0]))[:10]
   summary = dict(info)
+  elapsed = max(0.0, time.time() - info.get('started_at', time.time()))
   summary.update({
+      'elapsed_s': round(elapsed, 3),
+      'images_per_s': round(counts.get('ok', 0) / elapsed, 3) if elapsed else 0.0,
       'counts': counts,
       'total': sum(counts.values()),
       'files_ignored': ignored,
@@ -120,55 +133,48 @@ def build_summary(acc: Dict, ignored: int, manifests: List[str],
 
 
 def write_summary(acc: Dict, ignored: int, manifests: List[str],
-                  output: str, info: Dict) -> Dict:
+                  layout: OutputLayout, info: Dict) -> Dict:
   summary = build_summary(acc, ignored, manifests, info)
-  write_atomically(paths.join(output, SUMMARY_NAME),
-                   json.dumps(summary, indent=2, sort_keys=True).encode(),
-                   'application/json')
+  storage.write_file(layout, layout.summary_uri(),
+                     json.dumps(summary, indent=2, sort_keys=True).encode(),
+                     'application/json')
   return summary
 
 
 class WriteManifest(beam.PTransform):
-  """(ok rows, Failures, skipped rows, ignored paths) -> (rows, summary).
+  """(ok rows, Failures, other rows, ignored paths) -> (rows, summary).
 
-  Writes {output}/manifest-SSSSS-of-NNNNN.jsonl, then deletes shards of
-  earlier runs, then writes {output}/summary.json, so the files always
-  describe the latest run only.
+  Writes the manifest shards (replacing those of earlier runs), then
+  {output}/summary.json, so the files always describe the latest run only.
   """
 
-  def __init__(self, output: str, styles: Sequence[StyleRef], model: str,
-               info: Dict, params: Dict, shards: int = 1,
-               progress_dir: str = None):
+  def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
+               row_info: Dict, info: Dict, shards: int = 0):
     super().__init__()
-    self._progress_dir = progress_dir
-    self._shards = shards
-    self._params = dict(params)
-    self._output = output
+    self._layout = layout
     self._styles = list(styles)
-    self._model = model
+    self._row_info = dict(row_info)
     self._info = dict(info)
+    self._shards = shards
 
   def expand(self, inputs):
-    ok_rows, failures, skipped_rows, ignored = inputs
+    ok_rows, failures, other_rows, ignored = inputs
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
-        failure_rows, self._styles, self._model, self._params)
-    rows = (ok_rows, failed_rows, skipped_rows) | 'AllRows' >> beam.Flatten()
-    _ = rows | 'Progress' >> beam.ParDo(RecordProgress(self._progress_dir))
-    written = (
-        rows
-        | 'KeyByShard' >> beam.Map(lambda r, n: (shard_of(r, n), r),
-                                   self._shards)
-        | 'GroupByShard' >> beam.GroupByKey()
-        | 'WriteJsonl' >> beam.Map(write_shard, self._output, self._shards))
-    manifests = (
-        written
-        | 'WrittenList' >> beam.combiners.ToList()
-        | 'DeleteStale' >> beam.Map(delete_stale_manifests, self._output))
+        failure_rows, self._styles, self._row_info)
+    rows = ((ok_rows, failed_rows) + tuple(other_rows)
+            | 'AllRows' >> beam.Flatten())
+    written = (rows
+               | 'ToJson' >> beam.Map(row_to_line)
+               | 'WriteJsonl' >> beam.io.Write(
+                   ManifestSink(self._layout, self._shards)))
+    manifests = (written
+                 | 'WrittenList' >> beam.combiners.ToList()
+                 | 'Sorted' >> beam.Map(sorted))
     counts = rows | 'Count' >> beam.CombineGlobally(SummaryCombineFn())
     n_ignored = ignored | 'CountIgnored' >> beam.combiners.Count.Globally()
     summary = counts | 'WriteSummary' >> beam.Map(
         write_summary,
         ignored=beam.pvalue.AsSingleton(n_ignored),
         manifests=beam.pvalue.AsSingleton(manifests),
-        output=self._output, info=self._info)
+        layout=self._layout, info=self._info)
     return rows, summary

@@ -1,12 +1,14 @@
-"""Pure path logic: input roots, relative paths, output paths, style labels."""
+"""Pure path helpers for local paths and URIs; input specs; glob semantics.
+
+Where outputs go is decided in transforms/layout.py, not here.
+"""
 
 import dataclasses
 import hashlib
+import os
 import posixpath
 import re
-from typing import Iterable, List, Sequence
-
-from apache_beam.io.filesystems import FileSystems
+from typing import Iterable, List, Optional, Sequence
 
 # Files below a directory input count as images by extension, whatever its
 # case. HEIC/HEIF are listed so that iPhone photos show up as failed rows with a
@@ -18,7 +20,11 @@ IMAGE_EXTENSIONS = frozenset({
 })
 
 _GLOB_CHARS = re.compile(r'[*?\[]')
-_SCHEME = re.compile(r'^([a-zA-Z][a-zA-Z0-9+.-]*)://')
+SCHEME = re.compile(r'^([a-zA-Z][a-zA-Z0-9+.-]*)://')
+
+FILE = 'file'
+FOLDER = 'folder'
+GLOB = 'glob'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,25 +32,30 @@ class InputSpec:
   """One --input argument, resolved at launch without listing any files.
 
   Attributes:
-    pattern: what FileSystems.match is given.
-    root: the folder outputs are made relative to (no trailing slash).
-    explicit: True for a file named explicitly (kept whatever its extension).
+    pattern: the canonical file, folder or glob (local: real path).
+    root: the folder outputs are keyed from (no trailing slash): the folder
+      itself, the folder before a glob's first wildcard, or a file's folder.
+    kind: FILE (taken literally, whatever its extension or characters),
+      FOLDER (every image below it) or GLOB.
   """
   pattern: str
   root: str
-  explicit: bool
+  kind: str
+
+  @property
+  def explicit(self) -> bool:
+    return self.kind == FILE
 
 
 def absolute(path: str) -> str:
   """Local paths made absolute (manifests then name files unambiguously)."""
   if has_scheme(path):
     return path
-  import os
   return os.path.abspath(os.path.expanduser(path))
 
 
 def has_scheme(path: str) -> bool:
-  return bool(_SCHEME.match(path))
+  return bool(SCHEME.match(path))
 
 
 def is_glob(path: str) -> bool:
@@ -56,8 +67,8 @@ def is_image_name(path: str) -> bool:
 
 
 def _norm(path: str) -> str:
-  """Normalises separators and drops a trailing slash (not from 'gs://b/')."""
-  path = path.replace('\\', '/') if not has_scheme(path) else path
+  """Drops trailing slashes (not from 'gs://' or '/'). A backslash is a
+  character of a POSIX file name or an object name, never a separator."""
   while path.endswith('/') and not path.endswith('://') and len(path) > 1:
     path = path[:-1]
   return path
@@ -65,43 +76,93 @@ def _norm(path: str) -> str:
 
 def dirname(path: str) -> str:
   path = _norm(path)
-  m = _SCHEME.match(path)
+  m = SCHEME.match(path)
   if m:
     head, rest = path[:m.end()], path[m.end():]
     return head + posixpath.dirname(rest)
   return posixpath.dirname(path) or '.'
 
 
-def is_directory(path: str) -> bool:
-  """True for an existing local directory or an object-store prefix."""
-  if has_scheme(path):
-    # Object stores have no directories: a path that is not an object but
-    # has objects below it is treated as a folder.
-    if FileSystems.exists(path):
-      return False
-    prefix = _norm(path) + '/'
-    result = FileSystems.match([prefix + '**'], limits=[1])[0]
-    return bool(result.metadata_list)
-  import os  # Local only; FileSystems has no isdir.
-  return os.path.isdir(path)
+def basename(path: str) -> str:
+  return posixpath.basename(_norm(path))
 
 
-def make_input_spec(arg: str) -> InputSpec:
-  """Turns one --input argument into a match pattern and a root folder."""
-  arg = absolute(arg)
-  if is_glob(arg):
-    prefix = _GLOB_CHARS.split(arg, maxsplit=1)[0]
-    root = _norm(prefix) if prefix.endswith('/') else dirname(prefix)
-    return InputSpec(pattern=arg, root=root, explicit=False)
-  if is_directory(arg):
-    root = _norm(arg)
-    return InputSpec(pattern=root + '/**', root=root, explicit=False)
-  return InputSpec(pattern=arg, root=dirname(arg), explicit=True)
+def glob_root(pattern: str) -> str:
+  """The deepest folder of a glob before its first wildcard level."""
+  m = SCHEME.match(pattern)
+  head, rest = (pattern[:m.end()], pattern[m.end():]) if m else ('', pattern)
+  levels = rest.split('/')
+  literal = []
+  for level in levels[:-1]:
+    if is_glob(level):
+      break
+    literal.append(level)
+  return _norm(head + '/'.join(literal)) or '/'
 
 
-def _components(path: str) -> List[str]:
+def glob_regex(pattern: str) -> 're.Pattern':
+  """A compiled regex with Python's glob(recursive=True) meaning of pattern.
+
+  `**` as a whole level matches zero or more folders (so 'dir/**/*.jpg'
+  matches 'dir/a.jpg'); `*` and `?` never cross a '/'; `[...]` is a class.
+  Hidden files are matched too (as gsutil does). Written here because Beam's
+  FileSystems.match translates `**` to '.*' (so 'dir/**/*.jpg' misses
+  'dir/a.jpg'), and Python's own glob.translate arrives in 3.13.
+  """
+  m = SCHEME.match(pattern)
+  head, rest = (pattern[:m.end()], pattern[m.end():]) if m else ('', pattern)
+  out = [re.escape(head)]
+  levels = rest.split('/')
+  for i, level in enumerate(levels):
+    last = i == len(levels) - 1
+    if level == '**':
+      out.append('.*' if last else '(?:[^/]*/)*')
+      continue
+    out.append(_level_regex(level))
+    if not last:
+      out.append('/')
+  return re.compile(''.join(out) + r'\Z', re.DOTALL)
+
+
+def _level_regex(level: str) -> str:
+  i, n, res = 0, len(level), []
+  while i < n:
+    c = level[i]
+    i += 1
+    if c == '*':
+      while i < n and level[i] == '*':
+        i += 1
+      res.append('[^/]*')
+    elif c == '?':
+      res.append('[^/]')
+    elif c == '[':
+      j = i
+      if j < n and level[j] in '!^':
+        j += 1
+      if j < n and level[j] == ']':
+        j += 1
+      while j < n and level[j] != ']':
+        j += 1
+      if j >= n:
+        res.append(r'\[')
+      else:
+        stuff = level[i:j]
+        i = j + 1
+        negate = stuff[:1] in ('!', '^')
+        if negate:
+          stuff = stuff[1:]
+        # Each character escaped (ranges keep their '-'), so '[[]' (how
+        # glob.escape quotes '[') is no nested set.
+        stuff = ''.join(c if c == '-' else re.escape(c) for c in stuff)
+        res.append(f'[^/{stuff}]' if negate else f'(?:(?!/)[{stuff}])')
+    else:
+      res.append(re.escape(c))
+  return ''.join(res)
+
+
+def components(path: str) -> List[str]:
   path = _norm(path)
-  m = _SCHEME.match(path)
+  m = SCHEME.match(path)
   if m:
     return [path[:m.end()]] + [c for c in path[m.end():].split('/') if c]
   if path.startswith('/'):
@@ -113,7 +174,7 @@ def common_base(roots: Sequence[str]) -> str:
   """Longest common folder of the roots ('' when they share nothing)."""
   if not roots:
     return ''
-  parts = [_components(r) for r in roots]
+  parts = [components(r) for r in roots]
   common = []
   for group in zip(*parts):
     if all(g == group[0] for g in group):
@@ -132,45 +193,12 @@ def common_base(roots: Sequence[str]) -> str:
 
 def is_within(child: str, parent: str) -> bool:
   """True when child is parent or below it (local paths compared absolute)."""
-  import os
   if not has_scheme(child):
     child = os.path.abspath(child)
   if not has_scheme(parent):
     parent = os.path.abspath(parent)
-  c, p = _components(child), _components(parent)
+  c, p = components(child), components(parent)
   return c[:len(p)] == p
-
-
-def strip_scheme(uri: str) -> str:
-  """'gs://bucket/a/b.jpg' -> 'bucket/a/b.jpg'; '/data/b.jpg' -> 'data/b.jpg'."""
-  return '/'.join(c for c in _components(uri) if not c.endswith('://') and
-                  c != '/')
-
-
-def relative_path(uri: str, base: str) -> str:
-  """Path of uri below base with '/' separators; scheme-stripped if outside."""
-  uri_parts = _components(uri)
-  base_parts = _components(base) if base else []
-  if base_parts and uri_parts[:len(base_parts)] == base_parts and len(
-      uri_parts) > len(base_parts):
-    return '/'.join(uri_parts[len(base_parts):])
-  return strip_scheme(uri)
-
-
-def style_labels(uris: Sequence[str]) -> List[str]:
-  """Unique, filesystem-safe labels for style images (their file stems).
-
-  Two styles with the same stem get a short hash of their URI appended, so
-  labels are deterministic for a given set of --style arguments.
-  """
-  stems = [safe_name(posixpath.splitext(posixpath.basename(_norm(u)))[0])
-           for u in uris]
-  labels = []
-  for uri, stem in zip(uris, stems):
-    if stems.count(stem) > 1:
-      stem = f'{stem}-{short_hash(uri)}'
-    labels.append(stem)
-  return labels
 
 
 def safe_name(name: str) -> str:
@@ -180,7 +208,7 @@ def safe_name(name: str) -> str:
 
 
 def short_hash(text: str, n: int = 8) -> str:
-  return hashlib.sha1(text.encode('utf-8')).hexdigest()[:n]
+  return hashlib.sha1(text.encode('utf-8', 'surrogatepass')).hexdigest()[:n]
 
 
 def join(base: str, *parts: str) -> str:
@@ -193,14 +221,16 @@ def join(base: str, *parts: str) -> str:
   return out
 
 
-def output_uri(output: str, style_label: str, out_stem: str, fmt: str) -> str:
-  """{output}/{style label}/{input path below its root}.{fmt}."""
-  return join(output, style_label, f'{out_stem}.{fmt}')
-
-
 def list_entries(lines: Iterable[str]) -> Iterable[str]:
   """Image URIs from a list file: blank lines and '#' comments ignored."""
   for line in lines:
     line = line.strip()
     if line and not line.startswith('#'):
       yield line
+
+
+def list_entry_uri(line: str, list_dir: str) -> Optional[str]:
+  """An --input_list line -> its URI (relative to the list file's folder)."""
+  if has_scheme(line) or line.startswith('/'):
+    return line
+  return join(list_dir, line)

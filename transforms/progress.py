@@ -19,7 +19,7 @@ from typing import Dict, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.records import ManifestRow
+from transforms.records import Failure, ManifestRow
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ class RecordProgress(beam.DoFn):
   def process(self, element):
     if isinstance(element, ManifestRow):
       self._count(element.status.value)
+    elif isinstance(element, Failure):  # One failed row per affected style.
+      self._count('failed', 1 if element.style is not None else
+                  len(element.input.todo))
     else:  # An input: it will give one row per style.
       self._count(PAIRS, self._styles)
     return []

@@ -2,7 +2,6 @@
 
 import dataclasses
 import enum
-import posixpath
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -20,27 +19,23 @@ class InputFile:
   """One image to stylize.
 
   Attributes:
-    uri: where the image is read from (local path or gs:// URI).
-    rel: path of the image relative to its input root, with '/' separators;
-      outputs keep it so that equal file names in different folders never
-      collide.
+    uri: the image's canonical location (transforms.layout.canonical_uri):
+      what is read and what the manifest names.
+    key: where its outputs go below each style folder, without the output
+      extension (transforms.layout.input_key); '' when it has an error.
     size_bytes: size reported by the file system listing (-1 if unknown).
     mtime: last-modified time reported by the listing (0 if unknown).
-    out_stem: output path below the style folder, without extension;
-      defaults to rel without its extension.
     todo: labels of the styles still to apply (set by the planning step;
       empty before it).
+    error: why this input cannot be stylized (e.g. it is inside --output);
+      it then becomes one failed row per style.
   """
   uri: str
-  rel: str
+  key: str = ''
   size_bytes: int = -1
   mtime: float = 0.0
-  out_stem: str = ''
   todo: Tuple[str, ...] = ()
-
-  def __post_init__(self):
-    if not self.out_stem:
-      object.__setattr__(self, 'out_stem', posixpath.splitext(self.rel)[0])
+  error: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +105,7 @@ class ManifestRow:
   source_height: Optional[int] = None
   params: Dict[str, object] = dataclasses.field(default_factory=dict)
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+  run_id: str = ''
 
   def to_json_dict(self) -> dict:
     d = dataclasses.asdict(self)

@@ -6,25 +6,24 @@ folder is served or copied from: a local folder, a gs:// bucket behind a
 browser, an archive.
 """
 
-import hashlib
 import html
 import io
 import logging
+import urllib.parse
 from typing import Dict, List, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from transforms import paths
 from transforms.decode import decode_image
+from transforms.layout import OutputLayout
 from transforms.records import ManifestRow, Status, StyleRef
-from transforms.storage import use_anonymous_gcs_for_emulator, write_atomically
+from transforms.storage import (remove_own_temporary,
+                                use_anonymous_gcs_for_emulator, write_file)
 
 logger = logging.getLogger(__name__)
 
-REPORT_NAME = 'report.html'
-THUMB_DIR = 'report/thumbs'
 THUMB_SIZE = 200
 MAX_SAMPLES = 200
 MAX_FAILURES = 500
@@ -39,27 +38,32 @@ def _thumb_bytes(uri: str) -> Tuple[bytes, int, int]:
   return buf.getvalue(), pixels.shape[1], pixels.shape[0]
 
 
-def thumb_name(uri: str) -> str:
-  return f'{THUMB_DIR}/{hashlib.sha1(uri.encode()).hexdigest()[:16]}.jpg'
-
-
-def make_thumb(uri: str, output: str) -> Dict[str, object]:
-  """Writes a thumbnail of uri under {output}/report/; its relative path."""
+def make_thumb(uri: str, layout: OutputLayout) -> Dict[str, object]:
+  """Writes a thumbnail of uri below {output}/report/; its relative path."""
   use_anonymous_gcs_for_emulator()
-  rel = thumb_name(uri)
+  rel = layout.thumb_rel(uri)
   try:
     data, w, h = _thumb_bytes(uri)
   except Exception as e:  # pylint: disable=broad-except
     logger.warning('No thumbnail for %s: %s', uri, e)
     return {'uri': uri, 'thumb': None}
-  write_atomically(paths.join(output, rel), data, 'image/jpeg')
+  write_file(layout, layout.thumb_uri(uri), data, 'image/jpeg')
   return {'uri': uri, 'thumb': rel, 'width': w, 'height': h}
 
 
-def _rel_link(uri: str, output: str) -> str:
-  """A link relative to the report for files below the output folder."""
-  rel = paths.relative_path(uri, output)
-  return rel if rel != paths.strip_scheme(uri) else uri
+def _rel(uri: str, output: str) -> str:
+  """uri relative to the output folder, or uri itself if outside it."""
+  prefix = output.rstrip('/') + '/'
+  return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+
+def _href(uri: str, output: str) -> str:
+  """A link to uri from the report: relative and URL-escaped below the
+  output folder (names may hold '%', '#', '?' or spaces), else uri."""
+  rel = _rel(uri, output)
+  if rel == uri:
+    return uri
+  return urllib.parse.quote(rel.encode('utf-8', 'surrogateescape'))
 
 
 def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
@@ -108,12 +112,12 @@ def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
   parts.append(f'<h2>Input &rarr; output ({len(samples)} shown)</h2>')
   parts.append('<div class="grid">')
   for row in samples:
-    out_link = e(_rel_link(row.output, output))
+    out_link = e(_href(row.output, output))
     parts.append(
         '<figure><div class="pair">'
         f'{img(row.input, "input")}&rarr;'
         f'<a href="{out_link}">{img(row.output, "output")}</a></div>'
-        f'<figcaption>{e(paths.relative_path(row.output, output))} '
+        f'<figcaption>{e(_rel(row.output, output))} '
         f'({row.status.value})</figcaption></figure>')
   parts.append('</div>')
   parts.append(f'<h2>Failures ({counts.get("failed", 0)})</h2>')
@@ -142,14 +146,18 @@ def _sample_key(row: ManifestRow) -> Tuple[str, str]:
 
 def write_report(summary: Dict, samples: List[ManifestRow],
                  failures: List[ManifestRow], thumbs: List[Dict],
-                 styles: Sequence[StyleRef], output: str) -> str:
+                 styles: Sequence[StyleRef], layout: OutputLayout) -> str:
   use_anonymous_gcs_for_emulator()
   by_uri = {t['uri']: t for t in thumbs}
   page = render_html(sorted(samples, key=_sample_key),
                      sorted(failures, key=_sample_key), by_uri, styles,
-                     summary, output)
-  uri = paths.join(output, REPORT_NAME)
-  write_atomically(uri, page.encode('utf-8'), 'text/html')
+                     summary, layout.output)
+  uri = layout.report_uri()
+  write_file(layout, uri, page.encode("utf-8", "replace"),
+             'text/html')
+  # The page is the run's last write (it waits for the summary, which waits
+  # for the manifest, and for every thumbnail).
+  remove_own_temporary(layout)
   return uri
 
 
@@ -168,9 +176,9 @@ class WriteReport(beam.PTransform):
   MAX_FAILURES failures; thumbnails are made on the workers, in parallel.
   """
 
-  def __init__(self, output: str, styles: Sequence[StyleRef]):
+  def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef]):
     super().__init__()
-    self._output = output
+    self._layout = layout
     self._styles = list(styles)
 
   def expand(self, inputs):
@@ -191,11 +199,11 @@ class WriteReport(beam.PTransform):
         | 'AllThumbUris' >> beam.Flatten()
         | 'Distinct' >> beam.Distinct())
     thumbs = (thumb_uris
-              | 'Thumb' >> beam.Map(make_thumb, self._output)
+              | 'Thumb' >> beam.Map(make_thumb, self._layout)
               | 'AllThumbs' >> beam.combiners.ToList())
     return summary | 'WriteHtml' >> beam.Map(
         write_report,
         samples=beam.pvalue.AsSingleton(samples),
         failures=beam.pvalue.AsSingleton(failures),
         thumbs=beam.pvalue.AsSingleton(thumbs),
-        styles=self._styles, output=self._output)
+        styles=self._styles, layout=self._layout)

@@ -1,18 +1,30 @@
-"""Small file-system helpers on top of Beam FileSystems (local and gs://)."""
+"""File-system helpers on top of Beam FileSystems (local and gs://).
 
+Every file the job writes goes through write_file(), which checks the path
+against the output layout first (transforms/layout.py).
+"""
+
+import contextlib
+import dataclasses
 import logging
 import os
+import shutil
 import uuid
-from typing import Iterable, List
+from typing import Iterator, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import paths
+from transforms.layout import LayoutError, OutputLayout, real_parent_inside
 
 logger = logging.getLogger(__name__)
 
 
 EMULATOR_ENV = 'STORAGE_EMULATOR_HOST'
+
+
+class ListingError(RuntimeError):
+  """A folder or bucket that could not be listed; the run must not go on."""
 
 
 def use_anonymous_gcs_for_emulator() -> None:
@@ -44,64 +56,210 @@ def is_object_store(uri: str) -> bool:
   return paths.has_scheme(uri) and not uri.startswith('file://')
 
 
-def write_atomically(uri: str, data: bytes,
-                     mime_type: str = 'application/octet-stream') -> None:
-  """Writes data so that uri never holds a half-written file.
+# ------------------------------------------------------------------ write --
 
-  An object store publishes an object only when its upload completes, so it
-  is written in place. A local file is written under a temporary name beside
-  it and renamed: a run killed mid-write leaves at most a '*.tmp-*' file,
-  which the next run removes.
+def write_file(layout: OutputLayout, uri: str, data: bytes,
+               mime_type: str = 'application/octet-stream') -> None:
+  """Writes data to uri, inside the output folder, never half-written.
+
+  The path is checked against the layout (LayoutError if it is not inside
+  --output). An object store publishes an object only when its upload
+  completes, so it is written in place. A local file is written into this
+  run's temporary folder ({output}/.stylize/tmp/<run id>/) and renamed into
+  place: a run killed mid-write leaves only files in that folder, which the
+  next run removes. Nothing outside the job's own folder is ever deleted.
   """
+  layout.check(uri)
   if is_object_store(uri):
     use_anonymous_gcs_for_emulator()
     with FileSystems.create(uri, mime_type=mime_type,
                             compression_type='uncompressed') as f:
       f.write(data)
     return
-  tmp = f'{uri}{TMP_MARK}{uuid.uuid4().hex[:12]}'
-  with FileSystems.create(tmp, mime_type=mime_type,
-                          compression_type='uncompressed') as f:
-    f.write(data)
+  # Local files: os directly, for an atomic rename within one file system
+  # (Beam's LocalFileSystem.rename does not create the target's folder).
+  if not real_parent_inside(uri, layout.output):
+    raise LayoutError(f'{uri!r} would be written outside --output through a '
+                      'symbolic link')
+  tmp_dir = layout.tmp_dir()
+  os.makedirs(tmp_dir, exist_ok=True)
+  tmp = os.path.join(tmp_dir, uuid.uuid4().hex)
   try:
-    FileSystems.rename([tmp], [uri])
-  except Exception:
-    FileSystems.delete([tmp])
+    with open(tmp, 'wb') as f:
+      f.write(data)
+    os.makedirs(os.path.dirname(uri), exist_ok=True)
+    os.replace(tmp, uri)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
     raise
 
 
-TMP_MARK = '.tmp-'
+def remove_stale_temporary(layout: OutputLayout) -> List[str]:
+  """Deletes temporary files that earlier, interrupted runs left behind.
 
-
-def delete_files(uris: Iterable[str]) -> List[str]:
-  """Deletes files one by one; returns those deleted.
-
-  Written by hand rather than FileSystems.delete: on gs:// Beam sends JSON
-  batch requests, which the fake-gcs-server emulator used in the tests does
-  not answer (it needs a Content-ID per part that the Python client does not
-  send). One request per file works on GCS and on the emulator alike; this
-  is only used for a handful of stale files per run.
+  Only below {output}/.stylize/tmp/<other run id>/, where only this job
+  writes; never this run's own folder, so it may run at any time.
   """
-  use_anonymous_gcs_for_emulator()
-  deleted = []
-  for uri in uris:
-    try:
-      if is_object_store(uri) and uri.startswith('gs://'):
-        from apache_beam.io.gcp.gcsio import GcsIO
-        GcsIO(pipeline_options=FileSystems._pipeline_options).delete(uri)  # pylint: disable=protected-access
+  root = layout.tmp_root()
+  own = paths.basename(layout.tmp_dir())
+  removed = set()
+  if is_object_store(root):
+    stale = []
+    for entry in iter_files(root):
+      run = entry.path[len(root) + 1:].split('/', 1)[0]
+      if run != own:
+        stale.append(entry.path)
+        removed.add(run)
+    if stale:
+      FileSystems.delete(stale)
+  elif os.path.isdir(root):
+    for name in os.listdir(root):
+      if name != own:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed.add(name)
+  if removed:
+    logger.info('Removed temporary files of %d interrupted run(s)',
+                len(removed))
+  return sorted(removed)
+
+
+def remove_own_temporary(layout: OutputLayout) -> None:
+  """Removes this run's (empty) temporary folder at the end of the run."""
+  tmp = layout.tmp_dir()
+  if not is_object_store(tmp):
+    with contextlib.suppress(OSError):
+      os.rmdir(tmp)
+
+
+# -------------------------------------------------------------------- list --
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """A listed file. size -1 and an error when it could not be looked at."""
+  path: str
+  size: int = -1
+  mtime: float = 0.0
+  error: str = ''
+
+
+def _raise(error: OSError):
+  if isinstance(error, FileNotFoundError) and getattr(error, 'filename', None):
+    return  # A folder that vanished while it was listed: nothing below it.
+  raise error
+
+
+def iter_files(folder: str, follow_links: bool = False) -> Iterator[Entry]:
+  """Every file below folder, streamed (never held in one list).
+
+  A folder that does not exist gives nothing. Local folders: with
+  follow_links, symbolic links to folders are followed, each real folder
+  once (a link loop is walked once, not forever); a file that cannot be
+  looked at (a broken link) is an Entry with an error. A listing that fails
+  raises ListingError: callers must never read a failed listing as "no
+  files".
+  """
+  if is_object_store(folder):
+    yield from _iter_objects(paths.join(folder) + '/', folder)
+    return
+  if not os.path.isdir(folder):
+    return
+  seen = set()
+  try:
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise,
+                                                followlinks=follow_links):
+      if follow_links:
+        st = os.stat(dirpath)
+        seen.add((st.st_dev, st.st_ino))
+        keep = []
+        for d in sorted(dirnames):
+          try:
+            st = os.stat(os.path.join(dirpath, d))
+          except OSError:
+            continue  # A broken link to a folder: nothing below it.
+          if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            keep.append(d)
+        dirnames[:] = keep
       else:
-        FileSystems.delete([uri])
-      deleted.append(uri)
-    except Exception as e:  # pylint: disable=broad-except
-      logger.warning('Could not delete %s: %s', uri, e)
-  return deleted
+        dirnames.sort()
+      for name in sorted(filenames):
+        path = os.path.join(dirpath, name)
+        try:
+          st = os.stat(path)
+        except OSError as e:
+          yield Entry(path, error=f'{type(e).__name__}: {e.strerror}')
+          continue
+        yield Entry(path, st.st_size, st.st_mtime)
+  except OSError as e:
+    raise ListingError(f'could not list {folder!r}: {type(e).__name__}: '
+                       f'{e.strerror or e} ({e.filename})') from e
 
 
-def list_files(pattern: str) -> List:
-  """FileMetadata for everything matching pattern ([] when nothing does)."""
+def iter_top_files(prefix: str) -> Iterator[Entry]:
+  """Files directly in prefix's folder whose names start with its last part
+  ('/out/manifest' -> /out/manifest*), without walking subfolders."""
+  if is_object_store(prefix):
+    for entry in _iter_objects(prefix, prefix):
+      if '/' not in entry.path[len(paths.dirname(prefix)) + 1:]:
+        yield entry
+    return
+  folder, start = os.path.split(prefix)
+  try:
+    with os.scandir(folder) as it:
+      for e in it:
+        if e.name.startswith(start) and e.is_file():
+          st = e.stat()
+          yield Entry(e.path, st.st_size, st.st_mtime)
+  except FileNotFoundError:
+    return
+
+
+def _iter_objects(prefix: str, what: str) -> Iterator[Entry]:
   use_anonymous_gcs_for_emulator()
   try:
-    return list(FileSystems.match([pattern])[0].metadata_list)
+    fs = FileSystems.get_filesystem(prefix)
+    # FileSystem._list streams the listing page by page (GcsIO.list_files
+    # is a generator); the public FileSystems.match gathers every result in
+    # one list first, which for millions of objects is the memory problem.
+    for meta in fs._list(prefix):  # pylint: disable=protected-access
+      yield Entry(meta.path, meta.size_in_bytes,
+                  float(meta.last_updated_in_seconds or 0.0))
   except Exception as e:  # pylint: disable=broad-except
-    logger.debug('Nothing listed for %s: %s', pattern, e)
-    return []
+    raise ListingError(f'could not list {what!r}: {type(e).__name__}: '
+                       f'{e}') from e
+
+
+def stat(uri: str) -> Entry:
+  """One file's size and modification time, taken literally (no globbing)."""
+  try:
+    if is_object_store(uri):
+      use_anonymous_gcs_for_emulator()
+      meta = FileSystems.get_filesystem(uri).metadata(uri)
+      return Entry(uri, meta.size_in_bytes,
+                   float(meta.last_updated_in_seconds or 0.0))
+    st = os.stat(uri)
+    return Entry(uri, st.st_size, st.st_mtime)
+  except Exception as e:  # pylint: disable=broad-except
+    return Entry(uri, error=f'{type(e).__name__}: {getattr(e, "strerror", None) or e}')
+
+
+def exists_literally(uri: str) -> Optional[str]:
+  """'file', 'folder' or None: what uri names, its characters taken as they
+  are (a file called 'IMG [1].jpg' is that file, not a glob)."""
+  if is_object_store(uri):
+    use_anonymous_gcs_for_emulator()
+    fs = FileSystems.get_filesystem(uri)
+    try:
+      fs.metadata(uri)
+      return 'file'
+    except Exception:  # pylint: disable=broad-except
+      pass
+    for _ in _iter_objects(paths.join(uri) + '/', uri):
+      return 'folder'
+    return None
+  if os.path.isfile(uri):
+    return 'file'
+  if os.path.isdir(uri):
+    return 'folder'
+  return None

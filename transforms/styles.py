@@ -8,6 +8,7 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageOps
 
 from transforms import paths
+from transforms.layout import style_label
 from transforms.decode import decode_image
 from transforms.records import StyleRef
 
@@ -47,8 +48,7 @@ def _blend_ref(items: Sequence[Tuple[str, float]]) -> StyleRef:
   parts = tuple((paths.absolute(u), w / total) for u, w in items)
   uri = ','.join(f'{u}={w:.4g}' for u, w in parts)
   label = '+'.join(
-      paths.safe_name(posixpath.splitext(posixpath.basename(u))[0]) +
-      f'-{round(w * 100)}' for u, w in parts)
+      _stem(u) + f'-{round(w * 100)}' for u, w in parts)
   return StyleRef(uri=uri, label=label, parts=parts)
 
 
@@ -82,19 +82,28 @@ def parse_styles(args: Sequence[str]) -> List[StyleRef]:
         entries.append(pooled)
       pooled.append(items[0])
   refs = []
-  plain = [paths.absolute(e) for e in entries if isinstance(e, str)]
-  labels = iter(paths.style_labels(plain))
   for entry in entries:
     if isinstance(entry, str):
-      refs.append(StyleRef(uri=paths.absolute(entry), label=next(labels)))
+      uri = paths.absolute(entry)
+      refs.append(StyleRef(uri=uri, label=_stem(uri)))
     else:
       refs.append(_blend_ref(entry))
-  seen = set()
-  unique = []
+  # Two styles with one name (a/starry.jpg, b/starry.jpg) get a short hash
+  # of their URI appended: labels depend only on the --style values.
+  refs = list({r.uri: r for r in refs}.values())  # The same style twice.
+  names = [r.label for r in refs]
+  unique, seen = [], set()
   for ref in refs:
-    if ref.label in seen:
-      ref = StyleRef(uri=ref.uri, label=f'{ref.label}-{paths.short_hash(ref.uri)}',
-                     parts=ref.parts)
-    seen.add(ref.label)
-    unique.append(ref)
+    label = ref.label
+    if names.count(label) > 1:
+      label = f'{label}-{paths.short_hash(ref.uri)}'
+    label = style_label(label)
+    if label in seen:  # Only after renaming a reserved name ('report').
+      label = style_label(f'{label}-{paths.short_hash(ref.uri)}')
+    seen.add(label)
+    unique.append(StyleRef(uri=ref.uri, label=label, parts=ref.parts))
   return unique
+
+
+def _stem(uri: str) -> str:
+  return paths.safe_name(posixpath.splitext(paths.basename(uri))[0])

@@ -21,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import paths
 from transforms.models.base import ModelLoadError
 from transforms.models.builtin import cache_dir
-from transforms.storage import list_files
+from transforms.storage import exists_literally, iter_files, stat
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +41,22 @@ def needs_localizing(handle: str) -> bool:
 
 def _remote_files(uri: str) -> List[Tuple[str, int, float]]:
   """(path, size, mtime) of a remote file, or of every file below a folder."""
-  if FileSystems.exists(uri):
-    meta = FileSystems.match([uri])[0].metadata_list[0]
-    return [(meta.path, meta.size_in_bytes, meta.last_updated_in_seconds)]
-  metas = list_files(paths.join(uri, '**'))
-  if not metas:
+  if exists_literally(uri) == 'file':
+    entry = stat(uri)
+    return [(entry.path, entry.size, entry.mtime)]
+  entries = list(iter_files(uri))
+  if not entries:
     raise ModelLoadError(f'model {uri!r} does not exist (no file or folder '
                          'there).')
-  return sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds)
-                for m in metas)
+  return sorted((e.path, e.size, e.mtime) for e in entries)
+
+
+def _relative(path: str, folder: str) -> str:
+  """path below folder, refusing names that would leave the cache folder."""
+  rel = path[len(paths.join(folder)) + 1:]
+  if any(level in ('', '.', '..') for level in rel.split('/')):
+    raise ModelLoadError(f'unsafe file name {path!r} in model {folder!r}')
+  return rel
 
 
 def _copy(src: str, dst: str) -> None:
@@ -93,8 +100,7 @@ def _localize_one(uri: str) -> str:
     try:
       single = len(files) == 1 and files[0][0] == uri
       for path, _, _ in files:
-        rel = os.path.basename(path) if single else paths.relative_path(
-            path, uri)
+        rel = os.path.basename(path) if single else _relative(path, uri)
         if _is_remote(uri):
           _copy(path, os.path.join(tmp, rel))
         else:

@@ -1,0 +1,53 @@
+"""Manifest rows are built here, and only here, for every status."""
+
+from typing import Dict, Iterable, Sequence
+
+from transforms.records import (Failure, InputFile, ManifestRow, Status,
+                                StyleRef, StylizedImage)
+
+
+def row_info(model: str, params: Dict, run_id: str) -> Dict:
+  """What every row of one run carries besides its own pair."""
+  return {'model': model, 'params': dict(params), 'run_id': run_id}
+
+
+def _row(input_uri: str, style: StyleRef, status: Status, info: Dict,
+         **fields) -> ManifestRow:
+  return ManifestRow(input=input_uri, style=style.uri, status=status,
+                     model=info['model'], params=dict(info['params']),
+                     run_id=info['run_id'], **fields)
+
+
+def ok_row(item: StylizedImage, output: str, info: Dict,
+           timings: Dict[str, float]) -> ManifestRow:
+  height, width = item.pixels.shape[:2]
+  return _row(item.input.uri, item.style, Status.OK, info, output=output,
+              width=width, height=height, source_width=item.source_width,
+              source_height=item.source_height, timings=dict(timings))
+
+
+def skipped_row(item: InputFile, style: StyleRef, output: str,
+                info: Dict) -> ManifestRow:
+  return _row(item.uri, style, Status.SKIPPED, info, output=output)
+
+
+def failed_input_rows(item: InputFile, styles: Sequence[StyleRef], error: str,
+                      info: Dict) -> Iterable[ManifestRow]:
+  """An input that cannot be worked on: one failed row per style."""
+  for style in styles:
+    yield _row(item.uri, style, Status.FAILED, info, error=error)
+
+
+def failure_rows(failure: Failure, styles: Sequence[StyleRef],
+                 info: Dict) -> Iterable[ManifestRow]:
+  """A stage's Failure -> one failed row per affected style (the failed
+  style, or every style still to do for the input)."""
+  affected = [failure.style] if failure.style is not None else [
+      s for s in styles if s.label in failure.input.todo]
+  for style in affected:
+    yield _row(failure.input.uri, style, Status.FAILED, info,
+               error=failure.error, source_width=failure.source_width,
+               source_height=failure.source_height,
+               timings=dict(failure.timings))
+
+
