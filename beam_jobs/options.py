@@ -99,6 +99,11 @@ class StylizeOptions(PipelineOptions):
         help='TF intra-op threads per worker process; 0: cores divided by '
         'the number of local worker processes (TF default elsewhere).')
     parser.add_argument(
+        '--io_threads', type=int, default=None,
+        help='Threads per worker process that read, decode, encode and '
+        'write images while the model runs (default: the cores, at most '
+        '8; 0: none, one image at a time).')
+    parser.add_argument(
         '--style_strength', type=float, default=1.0,
         help='0-1: how much of the style to apply. TF Lite models mix style '
         'vectors (Magenta); SavedModels/TF Hub mix output and content pixels.')
@@ -158,6 +163,10 @@ class JobConfig:
   model_sha256: Optional[str] = None
   progress_dir: Optional[str] = None
   started_at: float = dataclasses.field(default_factory=time.time)
+  #: Fail the job itself on a bad verdict (remote runners; locally the
+  #: launcher reads summary.json and sets the exit code).
+  fail_job_on_verdict: bool = False
+  io_threads: Optional[int] = None
 
   @property
   def job_key(self) -> str:
@@ -324,6 +333,13 @@ def validate(options: PipelineOptions, check_model: bool = True,
     ConfigError: the first problem found, with what to do about it.
   """
   o = options.view_as(StylizeOptions)
+  if getattr(options.view_as(DirectOptions), 'direct_running_mode',
+             None) == 'multi_threading':
+    raise ConfigError(
+        '--direct_running_mode=multi_threading is refused: Beam\'s '
+        'multi-threaded local runner loses elements on large inputs (the '
+        'manifest then misses pairs). Use the default (in_memory; decoding '
+        'already overlaps inference) or multi_processing.')
   inputs = o.input or []
   lists = o.input_list or []
   if not inputs and not lists:
@@ -349,6 +365,9 @@ def validate(options: PipelineOptions, check_model: bool = True,
     raise ConfigError('--max_input_pixels must be positive.')
   if o.tf_threads < 0:
     raise ConfigError('--tf_threads must be 0 (automatic) or positive.')
+  if o.io_threads is not None and not 0 <= o.io_threads <= 64:
+    raise ConfigError(f'--io_threads must be between 0 and 64, got '
+                      f'{o.io_threads}.')
   if not 0.0 <= o.max_failure_ratio <= 1.0:
     raise ConfigError(f'--max_failure_ratio must be between 0 and 1, got '
                       f'{o.max_failure_ratio}.')
@@ -424,7 +443,8 @@ def validate(options: PipelineOptions, check_model: bool = True,
       tf_threads=tf_threads,
       run_id=run_id, style_params=style_params, row_params=row_params,
       force=bool(o.force), max_failure_ratio=o.max_failure_ratio,
-      manifest_shards=o.manifest_shards, model_sha256=o.model_sha256)
+      manifest_shards=o.manifest_shards, model_sha256=o.model_sha256,
+      io_threads=o.io_threads)
 
 
 def absolute_model(handle: str) -> str:

@@ -33,15 +33,15 @@ def test_boolean_flags_accept_template_style_values():
   assert o.preserve_colors is True and o.force is True
 
 
-def test_local_runs_default_to_a_thread_per_core():
-  from beam_jobs.stylize import with_local_threads
-  argv = with_local_threads(['--input', 'x'])
-  assert '--direct_running_mode=multi_threading' in argv
-  assert any(a.startswith('--direct_num_workers=') for a in argv)
+def test_local_runs_default_to_the_single_threaded_in_memory_runner():
+  from beam_jobs.stylize import with_local_defaults
+  argv = with_local_defaults(['--input', 'x'])
+  assert '--direct_running_mode=in_memory' in argv
+  assert '--direct_num_workers=1' in argv
   # Explicit choices and other runners are left alone.
-  assert with_local_threads(['--direct_num_workers=1']) == [
-      '--direct_num_workers=1']
-  assert with_local_threads(['--runner', 'DataflowRunner']) == [
+  assert with_local_defaults(['--direct_num_workers=2']) == [
+      '--direct_num_workers=2']
+  assert with_local_defaults(['--runner', 'DataflowRunner']) == [
       '--runner', 'DataflowRunner']
-  assert '--direct_num_workers' in ' '.join(
-      with_local_threads(['--runner=DirectRunner']))
+  assert '--direct_running_mode=in_memory' in with_local_defaults(
+      ['--runner=DirectRunner'])

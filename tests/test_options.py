@@ -96,6 +96,35 @@ def test_input_that_matches_nothing(world):
     check(args(world, '--input', str(world['tmp'] / 'nope' / '*.jpg')))
 
 
+def test_input_that_does_not_exist(world):
+  with pytest.raises(ConfigError, match='does not exist'):
+    check(args(world, '--input', str(world['tmp'] / 'nope.jpg')))
+
+
+def test_input_inside_output_folder(world):
+  inside = world['out'] / 'x.jpg'
+  inside.parent.mkdir()
+  gradient(8, 8).save(inside)
+  with pytest.raises(ConfigError, match='inside --output'):
+    check(args(world, '--input', str(inside)))
+
+
+def test_io_threads_range(world):
+  with pytest.raises(ConfigError, match='--io_threads'):
+    check(args(world, '--io_threads', '-1'))
+
+
+def test_manifest_shards_range(world):
+  with pytest.raises(ConfigError, match='--manifest_shards'):
+    check(args(world, '--manifest_shards', '-1'))
+
+
+def test_multi_threading_runner_is_refused(world):
+  with pytest.raises(ConfigError, match='loses elements'):
+    check(args(world, '--direct_running_mode=multi_threading',
+               '--direct_num_workers=2'))
+
+
 def test_missing_input_list(world):
   with pytest.raises(ConfigError, match='--input_list'):
     check(args(world, '--input_list', str(world['tmp'] / 'list.txt')))

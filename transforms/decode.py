@@ -4,14 +4,14 @@ import io
 import logging
 import math
 import time
-from typing import Iterable, Optional, Tuple
+from typing import Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from transforms.overlap import OverlappedDoFn
 from transforms.records import DecodedImage, Failure, InputFile, describe_error
 from transforms.storage import use_anonymous_gcs_for_emulator
 
@@ -156,74 +156,79 @@ def decode_image(data: bytes,
 FAILED = 'failed'
 
 
-class ReadFiles(beam.DoFn):
-  """InputFile -> (InputFile, bytes, seconds); 'failed' Failure if unreadable."""
+class ReadFiles(OverlappedDoFn):
+  """InputFile -> (InputFile, bytes, seconds); 'failed' Failure if unreadable.
 
-  def __init__(self):
-    self._bytes = Metrics.counter('stylize', 'bytes_read')
+  Reads a few files at once (OverlappedDoFn), so object-store latency and
+  disk waits overlap with the rest of the pipeline.
+  """
 
   def setup(self):
+    super().setup()
     use_anonymous_gcs_for_emulator()
 
-  def process(self, item: InputFile) -> Iterable:
+  def work(self, item: InputFile):
     start = time.perf_counter()
     try:
       with FileSystems.open(item.uri, compression_type='uncompressed') as f:
         data = f.read()
     except Exception as e:  # pylint: disable=broad-except
       # A vanished or unreadable file is one failed row, not a failed job.
-      yield beam.pvalue.TaggedOutput(FAILED, Failure(
-          input=item, error=f'read: {describe_error(e)}'))
-      return
-    self._bytes.inc(len(data))
-    yield item, data, time.perf_counter() - start
+      return [beam.pvalue.TaggedOutput(FAILED, Failure(
+          input=item, error=f'read: {describe_error(e)}'))], {}
+    return [(item, data, time.perf_counter() - start)], {
+        'bytes_read': len(data)}
 
 
-class DecodeImages(beam.DoFn):
-  """(InputFile, bytes, read seconds) -> DecodedImage; 'failed' Failure."""
+class DecodeImages(OverlappedDoFn):
+  """(InputFile, bytes, read seconds) -> DecodedImage; 'failed' Failure.
 
-  def __init__(self, max_size: Optional[int], max_pixels: int):
+  Decodes a few images at once on a bounded pool (OverlappedDoFn): Pillow
+  releases the GIL, so decoding overlaps with inference downstream.
+  """
+
+  def __init__(self, max_size: Optional[int], max_pixels: int,
+               threads: Optional[int] = None):
+    super().__init__(threads)
     self._max_size = max_size
     self._max_pixels = max_pixels
-    self._failed = Metrics.counter('stylize', 'decode_failed')
 
-  def process(self, element) -> Iterable:
+  def work(self, element):
     item, data, read_s = element
     start = time.perf_counter()
     try:
       pixels, src_w, src_h = decode_image(data, self._max_size,
                                           self._max_pixels)
     except DecodeError as e:
-      self._failed.inc()
-      yield beam.pvalue.TaggedOutput(FAILED, Failure(
-          input=item, error=f'decode: {e}', timings={'read_s': read_s}))
-      return
+      return [beam.pvalue.TaggedOutput(FAILED, Failure(
+          input=item, error=f'decode: {e}', timings={'read_s': read_s}))], {
+              'decode_failed': 1}
     except Exception as e:  # pylint: disable=broad-except
       # Pillow raises many types on hostile input; each is this image's
       # failure, recorded with its type, never the job's.
-      self._failed.inc()
-      yield beam.pvalue.TaggedOutput(FAILED, Failure(
+      return [beam.pvalue.TaggedOutput(FAILED, Failure(
           input=item, error=f'decode: {describe_error(e)}',
-          timings={'read_s': read_s}))
-      return
-    yield DecodedImage(
+          timings={'read_s': read_s}))], {'decode_failed': 1}
+    return [DecodedImage(
         input=item, pixels=pixels, source_width=src_w, source_height=src_h,
-        timings={'read_s': read_s, 'decode_s': time.perf_counter() - start})
+        timings={'read_s': read_s, 'decode_s': time.perf_counter() - start})], {}
 
 
 class ReadAndDecode(beam.PTransform):
   """PCollection[InputFile] -> (PCollection[DecodedImage], failed Failures)."""
 
-  def __init__(self, max_size: Optional[int], max_pixels: int):
+  def __init__(self, max_size: Optional[int], max_pixels: int,
+               threads: Optional[int] = None):
     super().__init__()
     self._max_size = max_size
     self._max_pixels = max_pixels
+    self._threads = threads
 
   def expand(self, files):
-    read = files | 'Read' >> beam.ParDo(ReadFiles()).with_outputs(
+    read = files | 'Read' >> beam.ParDo(ReadFiles(self._threads)).with_outputs(
         FAILED, main='ok')
     decoded = read.ok | 'Decode' >> beam.ParDo(
-        DecodeImages(self._max_size, self._max_pixels)).with_outputs(
+        DecodeImages(self._max_size, self._max_pixels, self._threads)).with_outputs(
             FAILED, main='ok')
     failed = (read[FAILED], decoded[FAILED]) | 'Failures' >> beam.Flatten()
     return decoded.ok, failed

@@ -3,15 +3,15 @@
 import io
 import logging
 import time
-from typing import Iterable
+from typing import Optional
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from PIL import Image
 
 from transforms.incremental import identity_of
 from transforms.layout import OutputLayout
+from transforms.overlap import OverlappedDoFn
 from transforms.records import Failure, StylizedImage, describe_error
 from transforms.rows import ok_row
 from transforms.storage import use_anonymous_gcs_for_emulator, write_file
@@ -43,21 +43,26 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
   return buf.getvalue()
 
 
-class EncodeAndWriteFn(beam.DoFn):
-  """StylizedImage -> ok ManifestRow; 'failed' Failure if encode/write fails."""
+class EncodeAndWriteFn(OverlappedDoFn):
+  """StylizedImage -> ok ManifestRow; 'failed' Failure if encode/write fails.
+
+  Encodes and writes a few images at once (OverlappedDoFn): uploads to an
+  object store wait on the network, not on the model.
+  """
 
   def __init__(self, layout: OutputLayout, quality: int, row_info: dict,
-               job_key: str):
+               job_key: str, threads: Optional[int] = None):
+    super().__init__(threads)
     self._layout = layout
     self._quality = quality
     self._row_info = dict(row_info)
     self._job_key = job_key
-    self._bytes = Metrics.counter('stylize', 'bytes_written')
 
   def setup(self):
+    super().setup()
     use_anonymous_gcs_for_emulator()
 
-  def process(self, item: StylizedImage) -> Iterable:
+  def work(self, item: StylizedImage):
     timings = dict(item.timings)
     fmt = self._layout.fmt
     try:
@@ -74,23 +79,22 @@ class EncodeAndWriteFn(beam.DoFn):
           identity_of(item.input, item.style, self._job_key)), b'')
       timings['write_s'] = time.perf_counter() - start
     except Exception as e:  # pylint: disable=broad-except
-      yield beam.pvalue.TaggedOutput(FAILED, Failure(
+      return [beam.pvalue.TaggedOutput(FAILED, Failure(
           input=item.input, style=item.style,
           error=f'write: {describe_error(e)}',
           source_width=item.source_width, source_height=item.source_height,
-          timings=timings))
-      return
-    self._bytes.inc(len(data))
-    yield ok_row(item, uri, self._row_info, timings)
+          timings=timings))], {}
+    return [ok_row(item, uri, self._row_info, timings)], {
+        'bytes_written': len(data)}
 
 
 class EncodeAndWrite(beam.PTransform):
   """PCollection[StylizedImage] -> (ok ManifestRows, failed Failures)."""
 
   def __init__(self, layout: OutputLayout, quality: int, row_info: dict,
-               job_key: str):
+               job_key: str, threads: Optional[int] = None):
     super().__init__()
-    self._fn = EncodeAndWriteFn(layout, quality, row_info, job_key)
+    self._fn = EncodeAndWriteFn(layout, quality, row_info, job_key, threads)
 
   def expand(self, stylized):
     results = stylized | 'EncodeWrite' >> beam.ParDo(self._fn).with_outputs(

@@ -11,7 +11,7 @@ import logging
 import posixpath
 import time
 import uuid
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import coders
@@ -115,7 +115,8 @@ class SummaryCombineFn(beam.CombineFn):
 
 
 def build_summary(acc: Dict, ignored: int, manifests: List[str],
-                  info: Dict) -> Dict:
+                  info: Dict, expected_pairs: Optional[int] = None) -> Dict:
+  """summary.json's content, with the run's verdict (see verdict())."""
   counts = acc['counts']
   top = sorted(acc['errors'].items(), key=lambda kv: (-kv[1], kv[0]))[:10]
   summary = dict(info)
@@ -128,13 +129,54 @@ def build_summary(acc: Dict, ignored: int, manifests: List[str],
       'files_ignored': ignored,
       'top_failure_reasons': [{'reason': r, 'count': n} for r, n in top],
       'manifest': manifests,
+      'expected_pairs': expected_pairs,
   })
+  summary['verdict'], summary['verdict_reason'] = verdict(summary)
+  return summary
+
+
+def verdict(summary: Dict) -> Tuple[str, str]:
+  """('ok' | 'incomplete' | 'too_many_failures', why) for a summary.
+
+  'incomplete': the manifest does not hold exactly one row per listed
+  (input, style) pair; such a run must never pass as a success.
+  """
+  total = summary['total']
+  expected = summary.get('expected_pairs')
+  if expected is not None and total != expected:
+    return 'incomplete', (
+        f'the manifest holds {total} rows for {expected} listed (input, style) '
+        f'pairs; {abs(expected - total)} '
+        f'{"missing" if total < expected else "too many"}. Rerun: finished '
+        'outputs are skipped, the rest is redone.')
+  failed = summary['counts'].get('failed', 0)
+  limit = summary.get('max_failure_ratio')
+  ratio = failed / total if total else 0.0
+  if limit is not None and ratio > limit:
+    return 'too_many_failures', (
+        f'{ratio:.1%} of the pairs failed, more than --max_failure_ratio '
+        f'{limit:.1%}; see the failed rows in the manifest.')
+  return 'ok', ''
+
+
+class JobFailed(RuntimeError):
+  """Raised by the pipeline's last step on runners that must fail the job."""
+
+
+def enforce_verdict(summary: Dict, report_written=None) -> Dict:
+  """The job's last step where the job itself must fail (remote runners):
+  after summary.json and the report are written, a bad verdict fails it."""
+  del report_written  # Only orders this step after the report.
+  if summary['verdict'] != 'ok':
+    raise JobFailed(f'stylize run {summary["run_id"]}: '
+                    f'{summary["verdict_reason"]}')
   return summary
 
 
 def write_summary(acc: Dict, ignored: int, manifests: List[str],
-                  layout: OutputLayout, info: Dict) -> Dict:
-  summary = build_summary(acc, ignored, manifests, info)
+                  expected_pairs: int, layout: OutputLayout,
+                  info: Dict) -> Dict:
+  summary = build_summary(acc, ignored, manifests, info, expected_pairs)
   storage.write_file(layout, layout.summary_uri(),
                      json.dumps(summary, indent=2, sort_keys=True).encode(),
                      'application/json')
@@ -150,6 +192,10 @@ class WriteManifest(beam.PTransform):
 
   def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
                row_info: Dict, info: Dict, shards: int = 0):
+    """Args:
+      info: what summary.json carries besides counts (run id, model, ...,
+        max_failure_ratio).
+    """
     super().__init__()
     self._layout = layout
     self._styles = list(styles)
@@ -158,7 +204,9 @@ class WriteManifest(beam.PTransform):
     self._shards = shards
 
   def expand(self, inputs):
-    ok_rows, failures, other_rows, ignored = inputs
+    """inputs: (ok rows, Failures, (other row PCollections), ignored paths,
+    listed inputs); every listed input must give one row per style."""
+    ok_rows, failures, other_rows, ignored, listed = inputs
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
         failure_rows, self._styles, self._row_info)
     rows = ((ok_rows, failed_rows) + tuple(other_rows)
@@ -172,9 +220,13 @@ class WriteManifest(beam.PTransform):
                  | 'Sorted' >> beam.Map(sorted))
     counts = rows | 'Count' >> beam.CombineGlobally(SummaryCombineFn())
     n_ignored = ignored | 'CountIgnored' >> beam.combiners.Count.Globally()
+    n_listed = listed | 'CountListed' >> beam.combiners.Count.Globally()
     summary = counts | 'WriteSummary' >> beam.Map(
         write_summary,
         ignored=beam.pvalue.AsSingleton(n_ignored),
         manifests=beam.pvalue.AsSingleton(manifests),
+        expected_pairs=beam.pvalue.AsSingleton(
+            n_listed | 'TimesStyles' >> beam.Map(
+                lambda n, k: n * k, len(self._styles))),
         layout=self._layout, info=self._info)
     return rows, summary
