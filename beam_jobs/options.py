@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   StandardOptions,
                                                   TestOptions)
 
+from beam_jobs import runners
 from transforms import paths
 from transforms.decode import DEFAULT_MAX_PIXELS
 from transforms.encode import FORMATS
@@ -130,6 +131,9 @@ class StylizeOptions(PipelineOptions):
         '--model_sha256', default=None,
         help='Expected SHA-256 of the model (a file, or a folder\'s digest as '
         'printed in a mismatch error); checked before use.')
+    _add_switch(
+        parser, '--wait', 'Remote runners: wait for the job and report like '
+        'a local run (exit code included). Local runs always wait.')
     _add_switch(
         parser, '--quiet', 'No live progress line; periodic log lines instead '
         '(also when stderr is not a terminal).')
@@ -283,6 +287,22 @@ def _probe_output_writable(output: str) -> None:
         f'{str(e).strip().splitlines()[0] if str(e).strip() else ""}') from None
 
 
+def _check_paths_reach_workers(o: 'StylizeOptions', model: str) -> None:
+  """Dataflow workers cannot read the launcher's local files."""
+  from transforms.models.checks import is_local_path
+  named = [('--input', v) for v in o.input or []] + [
+      ('--input_list', v) for v in o.input_list or []] + [
+          ('--style', v) for v in o.style or []] + [('--output', o.output)]
+  local = [f'{flag} {value}' for flag, value in named
+           if not paths.has_scheme(value)]
+  if is_local_path(model):
+    local.append(f'--model {model}')
+  if local:
+    raise ConfigError(
+        'Dataflow workers cannot read files on this machine: '
+        f'{", ".join(local)}. Copy them to a bucket and give gs:// paths.')
+
+
 def _input_spec(arg: str, output: str) -> paths.InputSpec:
   """One --input -> InputSpec, refusing inputs and outputs that overlap.
 
@@ -306,23 +326,6 @@ def _input_spec(arg: str, output: str) -> paths.InputSpec:
         f'--input {arg!r} is inside --output {output!r}: outputs could '
         'overwrite inputs. Choose an output folder apart from the inputs.')
   return spec
-
-
-def default_tf_threads(options: PipelineOptions) -> int:
-  """TF threads per worker process when --tf_threads is 0.
-
-  Local multi-process runs share the cores among the worker processes.
-  Dataflow starts one SDK process per vCPU, so each gets one TF thread.
-  Otherwise 0: TF's own default (all cores, for a single process).
-  """
-  direct = options.view_as(DirectOptions)
-  if getattr(direct, 'direct_running_mode', None) == 'multi_processing':
-    workers = max(1, direct.direct_num_workers or 1)
-    return max(1, (os.cpu_count() or 1) // workers)
-  runner = str(options.view_as(StandardOptions).runner or '')
-  if 'Dataflow' in runner:
-    return 1
-  return 0
 
 
 def validate(options: PipelineOptions, check_model: bool = True,
@@ -408,15 +411,24 @@ def validate(options: PipelineOptions, check_model: bool = True,
   if probe_output:
     _probe_output_writable(output)
 
-  tf_threads = o.tf_threads or default_tf_threads(options)
+  tf_threads = o.tf_threads or runners.default_tf_threads(options)
   model = absolute_model(o.model)
+  local = runners.is_local(options)
+  if runners.is_dataflow(options):
+    _check_paths_reach_workers(o, model)
   from transforms.models.base import ModelLoadError
   try:
-    # A remote model is fetched into the local cache here, once.
-    kind = describe_model(model)
+    if local:
+      # A remote model is fetched into the local cache here, once.
+      kind = describe_model(model)
+    else:
+      # A light launcher: no TensorFlow, no download; the workers' setup()
+      # loads and tries the model and fails fast with a clear error.
+      from transforms.models.checks import check_model as light_check
+      kind = light_check(model, o.model_sha256)
   except ModelLoadError as e:
     raise ConfigError(f'--model: {e}') from None
-  if check_model:
+  if check_model and local:
     _check_model(model, style_pixels[0], tf_threads, o.model_sha256)
 
   style_params = StyleParams(strength=o.style_strength,
@@ -444,7 +456,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
       run_id=run_id, style_params=style_params, row_params=row_params,
       force=bool(o.force), max_failure_ratio=o.max_failure_ratio,
       manifest_shards=o.manifest_shards, model_sha256=o.model_sha256,
-      io_threads=o.io_threads)
+      io_threads=o.io_threads, fail_job_on_verdict=not local)
 
 
 def absolute_model(handle: str) -> str:
@@ -461,21 +473,15 @@ def new_run_id() -> str:
 def _check_model(handle: str, style, tf_threads: int,
                  sha256: Optional[str] = None) -> None:
   """Loads the model once and runs one tiny call, so a bad handle fails now."""
-  import numpy as np
   from transforms.models.base import ModelLoadError
   from transforms.models.loader import load_stylizer
-  from transforms.stylize import configure_tf_threads
+  from transforms.stylize import configure_tf_threads, try_model
   configure_tf_threads(tf_threads)
   try:
     stylizer = load_stylizer(handle, threads=tf_threads,
                              expected_sha256=sha256)
+    try_model(stylizer, stylizer.prepare_style(style), handle)
   except ModelLoadError as e:
-    raise ConfigError(f'--model: {e}') from None
-  try:
-    stylizer.stylize(np.full((1, 64, 64, 3), 128, np.uint8),
-                     stylizer.prepare_style(style))
-  except Exception as e:  # pylint: disable=broad-except
-    raise ConfigError(
-        f'--model {handle!r} loaded but failed on a 64x64 test image: '
-        f'{type(e).__name__}: {e}. Is it a style-transfer model with the '
-        'TF Hub Magenta convention model(content, style)[0]?') from None
+    message = str(e)
+    raise ConfigError(message if message.startswith('--model') else
+                      f'--model: {message}') from None

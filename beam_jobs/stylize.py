@@ -11,8 +11,9 @@ from typing import List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_jobs import runners
 from beam_jobs.options import (ConfigError, JobConfig, StylizeOptions,
                                is_dry_run, merge_config, validate)
 from transforms import rows
@@ -23,6 +24,7 @@ from transforms.inputs import ListInputs
 from transforms.layout import SUMMARY_NAME
 from transforms.manifest import WriteManifest, enforce_verdict
 from transforms.progress import ProgressMonitor, RecordProgress
+from transforms.records import describe_error
 from transforms.report import WriteReport
 from transforms.storage import use_anonymous_gcs_for_emulator
 from transforms.stylize import Stylize
@@ -126,15 +128,23 @@ def with_local_defaults(argv: List[str]) -> List[str]:
 def run(argv: Optional[Sequence[str]] = None,
         test_pipeline: Optional[beam.Pipeline] = None,
         check_model: bool = True,
-        progress_dir: Optional[str] = None):
+        progress_dir: Optional[str] = None,
+        wait: Optional[bool] = None):
   """Parses, validates, builds and runs the job; returns the PipelineResult.
+
+  Local runs wait for the job; remote runs submit it and return, unless
+  --wait (or wait=True) is given; creating a template (--template_location)
+  never waits. The result carries `job` (the JobConfig), `waited` and
+  `template`.
 
   Args:
     argv: command-line flags (sys.argv[1:] when None).
     test_pipeline: a TestPipeline to build on, instead of a new Pipeline.
-    check_model: load the model once at launch to fail fast on a bad one.
+    check_model: load the model once at launch to fail fast on a bad one
+      (local runs; remote launches only check that it exists).
     progress_dir: local folder for live progress events (see
       transforms.progress); None records Beam counters only.
+    wait: override --wait.
 
   Raises:
     ConfigError: a configuration mistake, before any work.
@@ -142,18 +152,19 @@ def run(argv: Optional[Sequence[str]] = None,
   options = parse(argv)
   job = validate(options, check_model=check_model)
   job.progress_dir = progress_dir
-  p = test_pipeline or beam.Pipeline(options=options)
+  p = test_pipeline or beam.Pipeline(runner=runners.make_runner(options),
+                                     options=options)
   build_pipeline(p, job)
   result = p.run()
-  result.wait_until_finish()
-  result.elapsed_s = time.time() - job.started_at  # For the closing summary.
   result.job = job
+  result.template = runners.template_location(options)
+  if wait is None:
+    wait = runners.is_local(options) or options.view_as(StylizeOptions).wait
+  result.waited = bool(wait) and not result.template
+  if result.waited:
+    result.wait_until_finish()
+  result.elapsed_s = time.time() - job.started_at  # For the closing summary.
   return result
-
-
-def is_local_runner(options: PipelineOptions) -> bool:
-  runner = options.view_as(StandardOptions).runner
-  return runner is None or 'Direct' in str(runner) or 'Prism' in str(runner)
 
 
 def read_summary(output: str) -> dict:
@@ -161,9 +172,11 @@ def read_summary(output: str) -> dict:
     return json.loads(f.read().decode('utf-8'))
 
 
-def format_summary(summary: dict, elapsed_s: float) -> str:
+def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
   counts = summary['counts']
   total = summary['total']
+  if elapsed_s is None:
+    elapsed_s = summary.get('elapsed_s', 0.0)
   rate = counts.get('ok', 0) / elapsed_s if elapsed_s > 0 else 0.0
   lines = [
       f"stylize run {summary['run_id']}: {total} (input, style) pairs in "
@@ -178,6 +191,23 @@ def format_summary(summary: dict, elapsed_s: float) -> str:
   return '\n'.join(lines)
 
 
+def _job_failed(output: Optional[str], error: BaseException) -> int:
+  """A job that raised: what summary.json says, else the error; exit 1."""
+  summary = None
+  if output:
+    try:
+      summary = read_summary(output)
+    except Exception:  # pylint: disable=broad-except
+      summary = None
+  if summary is not None and summary.get('verdict') not in (None, 'ok'):
+    print(format_summary(summary))
+    print(f'stylize: {summary["verdict_reason"]}', file=sys.stderr)
+    return 1
+  print(f'stylize: error: the job failed: {describe_error(error)}',
+        file=sys.stderr)
+  return 1
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   """The console entry point: runs the job with progress and a summary."""
   # TF's C++ INFO/WARNING lines drown the job's own output; errors still show
@@ -187,8 +217,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                       format='%(levelname)s %(name)s: %(message)s')
   logging.getLogger('beam_jobs').setLevel(logging.INFO)
   argv = list(sys.argv[1:] if argv is None else argv)
+  output = None
   try:
     options = parse(argv)
+    output = options.view_as(StylizeOptions).output
     if is_dry_run(options):
       from beam_jobs.dry_run import dry_run, format_plan
       job = validate(options, check_model=False, probe_output=False)
@@ -196,7 +228,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       return 0
     quiet = options.view_as(StylizeOptions).quiet
     progress_dir = (tempfile.mkdtemp(prefix='stylize-progress-')
-                    if is_local_runner(options) else None)
+                    if runners.is_local(options) else None)
     try:
       if progress_dir:
         with ProgressMonitor(progress_dir, quiet=quiet):
@@ -209,12 +241,32 @@ def main(argv: Optional[List[str]] = None) -> int:
   except ConfigError as e:
     print(f'stylize: error: {e}', file=sys.stderr)
     return 2
+  except Exception as e:  # pylint: disable=broad-except
+    logger.debug('The job failed', exc_info=True)
+    return _job_failed(output and result_output(output), e)
+  if result.template:
+    print(f'stylize: template written to {result.template}')
+    return 0
+  if not result.waited:
+    job_id = getattr(result, 'job_id', lambda: None)()
+    print(f'stylize: submitted job {job_id or ""} '
+          f'({runners.runner_name(options)}); it writes '
+          f'{result.job.layout.summary_uri()} and report.html when done. '
+          'Give --wait to wait here.')
+    return 0
   summary = read_summary(result.job.output)
   print(format_summary(summary, result.elapsed_s))
   if summary['verdict'] != 'ok':
     print(f'stylize: {summary["verdict_reason"]}', file=sys.stderr)
     return 1
   return 0
+
+
+def result_output(output: str) -> str:
+  """--output as the job names it (canonical), to find summary.json."""
+  from transforms.layout import canonical_uri
+  from transforms.paths import absolute, join
+  return join(canonical_uri(absolute(output)))
 
 
 if __name__ == '__main__':

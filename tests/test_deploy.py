@@ -4,7 +4,8 @@ import json
 
 from apache_beam.options.pipeline_options import StandardOptions
 
-from beam_jobs.options import StylizeOptions, default_tf_threads, known_option_names
+from beam_jobs.options import StylizeOptions, known_option_names
+from beam_jobs.runners import default_tf_threads
 from beam_jobs.stylize import parse
 from tests.conftest import ROOT
 

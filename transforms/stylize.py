@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
@@ -54,6 +54,23 @@ def _append_load_log(model_handle: str, seconds: float) -> None:
                           'seconds': round(seconds, 3)}) + '\n')
 
 
+def try_model(stylizer, style_state, model_handle: str) -> None:
+  """One tiny call, so a model that loads but cannot stylize fails here, in
+  setup(), with a clear error, before any image is read.
+
+  Raises:
+    ModelLoadError: the model is no style-transfer model of the convention.
+  """
+  from transforms.models.base import ModelLoadError
+  try:
+    stylizer.stylize(np.full((1, 64, 64, 3), 128, np.uint8), style_state)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ModelLoadError(
+        f'--model {model_handle!r} loaded but failed on a 64x64 test image: '
+        f'{type(e).__name__}: {e}. Is it a style-transfer model with the TF '
+        'Hub Magenta convention model(content, style)[0]?') from e
+
+
 class LoadedModel:
   """A worker's model and its prepared styles (weak-referenceable for Shared)."""
 
@@ -81,6 +98,8 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
           [(w, load_style_image(uri, style_size)) for uri, w in s.parts])
       for s in styles
   }
+  if states:
+    try_model(stylizer, next(iter(states.values())), model_handle)
   seconds = time.perf_counter() - start
   logger.info('Loaded model %s and %d styles in pid %d in %.2fs', model_handle,
               len(styles), os.getpid(), seconds)
@@ -146,37 +165,53 @@ class StylizeBatches(beam.DoFn):
           yield from self._run(items, style, stacked)
 
   def _run(self, items: List[DecodedImage], style: StyleRef,
-           stacked: Optional[np.ndarray] = None) -> Iterable:
+           stacked: np.ndarray) -> Iterable:
     model = self._model
-    start = time.perf_counter()
-    if stacked is None:
-      stacked = np.stack([i.pixels for i in items])
-    try:
-      out = model.stylizer.stylize(stacked, model.style_states[style.label],
-                                   self._params)
-    except Exception as e:  # pylint: disable=broad-except
-      if len(items) > 1:
-        logger.warning('Batch of %d failed (%s); retrying one by one.',
-                       len(items), describe_error(e))
-        for item in items:
-          yield from self._run([item], style)
-        return
-      item = items[0]
-      yield beam.pvalue.TaggedOutput(FAILED, Failure(
-          input=item.input, style=style,
-          error=f'stylize: {describe_error(e)}',
-          source_width=item.source_width, source_height=item.source_height,
-          timings=dict(item.timings)))
-      return
-    per_image = (time.perf_counter() - start) / len(items)
-    self._latency.update(int(per_image * 1000))
-    for item, pixels in zip(items, out):
+    results, seconds = stylize_stack(
+        model.stylizer, stacked, model.style_states[style.label], self._params)
+    for item, out, took in zip(items, results, seconds):
+      if isinstance(out, Exception):
+        yield beam.pvalue.TaggedOutput(FAILED, Failure(
+            input=item.input, style=style,
+            error=f'stylize: {describe_error(out)}',
+            source_width=item.source_width, source_height=item.source_height,
+            timings=dict(item.timings)))
+        continue
+      self._latency.update(int(took * 1000))
       self._ok.inc()
       timings = dict(item.timings)
-      timings['stylize_s'] = per_image
-      yield StylizedImage(input=item.input, style=style, pixels=pixels,
+      timings['stylize_s'] = took
+      yield StylizedImage(input=item.input, style=style, pixels=out,
                           timings=timings, source_width=item.source_width,
                           source_height=item.source_height)
+
+
+def stylize_stack(stylizer, stacked: np.ndarray, style_state,
+                  params: StyleParams = StyleParams()
+                  ) -> Tuple[List[Union[np.ndarray, Exception]], List[float]]:
+  """One model call for a stack of same-shape uint8 images.
+
+  A call that fails is retried image by image, so only an image that fails
+  on its own is reported, as its exception. Returns the outputs (uint8
+  arrays or exceptions) and the seconds per image, in order. Shared by the
+  job's StylizeBatches and by StylizeModelHandler.
+  """
+  start = time.perf_counter()
+  try:
+    out = stylizer.stylize(stacked, style_state, params)
+  except Exception as e:  # pylint: disable=broad-except
+    if len(stacked) == 1:
+      return [e], [time.perf_counter() - start]
+    logger.warning('Batch of %d failed (%s); retrying one by one.',
+                   len(stacked), describe_error(e))
+    results, seconds = [], []
+    for image in stacked:
+      r, t = stylize_stack(stylizer, image[np.newaxis], style_state, params)
+      results += r
+      seconds += t
+    return results, seconds
+  per_image = (time.perf_counter() - start) / len(stacked)
+  return list(out), [per_image] * len(stacked)
 
 
 class Stylize(beam.PTransform):

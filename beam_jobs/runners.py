@@ -1,0 +1,82 @@
+"""What each Beam runner means for the job: local or remote, threads, launch.
+
+- Local (DirectRunner, the default): Beam's in-process FnApiRunner, chosen
+  directly rather than through DirectRunner, which first tries Prism (a
+  binary it downloads when online), so online and offline runs behave the
+  same. The launcher waits, prints the summary and sets the exit code.
+- Remote (Dataflow, PortableRunner job services such as Flink, Spark or
+  Beam's local job service): the launcher checks what it can without
+  TensorFlow, submits and returns; with --wait it blocks and reports like a
+  local run. The pipeline writes summary.json and the report itself, and
+  fails the job when the verdict is bad.
+- Templates (--template_location): the launcher writes the template and says
+  where; no job runs.
+"""
+
+import os
+from typing import Optional
+
+from apache_beam.options.pipeline_options import (DirectOptions,
+                                                  GoogleCloudOptions,
+                                                  PipelineOptions,
+                                                  StandardOptions)
+
+LOCAL_RUNNERS = ('DirectRunner', 'FnApiRunner', 'BundleBasedDirectRunner')
+
+
+def runner_name(options: PipelineOptions) -> str:
+  runner = options.view_as(StandardOptions).runner
+  if runner is None:
+    return 'DirectRunner'
+  return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def is_local(options: PipelineOptions) -> bool:
+  name = runner_name(options)
+  return any(name.endswith(r) for r in LOCAL_RUNNERS)
+
+
+def is_dataflow(options: PipelineOptions) -> bool:
+  return 'Dataflow' in runner_name(options)
+
+
+def template_location(options: PipelineOptions) -> Optional[str]:
+  return options.view_as(GoogleCloudOptions).template_location
+
+
+def default_tf_threads(options: PipelineOptions) -> int:
+  """TF intra-op threads per worker process when --tf_threads is 0.
+
+  In-process local runs: 0, TF's own default (all cores for one process).
+  Local multi_processing: the cores divided among the worker processes.
+  Every remote runner (Dataflow, Flink, Spark, portable job services) runs
+  one SDK process per core or task slot, so each gets one thread and TF
+  never oversubscribes the cores; --tf_threads overrides (e.g. GPU workers
+  with one SDK process per machine).
+  """
+  if is_local(options):
+    direct = options.view_as(DirectOptions)
+    if getattr(direct, 'direct_running_mode', None) == 'multi_processing':
+      workers = max(1, direct.direct_num_workers or 1)
+      return max(1, (os.cpu_count() or 1) // workers)
+    return 0
+  return 1
+
+
+def make_runner(options: PipelineOptions):
+  """The runner object for a local run (None: let Beam pick by name).
+
+  Mirrors what DirectRunner does when it chooses the FnApiRunner (the
+  pipeline options are handed to worker processes through the provision
+  info), without its Prism attempt. Reaches into Beam's portability
+  package; setup.py pins apache-beam to the tested minor version.
+  """
+  if not is_local(options):
+    return None
+  from apache_beam.portability.api import beam_provision_api_pb2
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+  from apache_beam.runners.portability.portable_runner import JobServiceHandle
+  encoded = JobServiceHandle.encode_pipeline_options(
+      options.get_all_options())
+  return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+      beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))

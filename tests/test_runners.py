@@ -1,0 +1,168 @@
+"""Beyond the local runner: PortableRunner through Beam's job service with an
+EXTERNAL SDK worker pool, and Dataflow template creation on the GCS emulator."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs.stylize import main
+from tests.conftest import ROOT, gradient, upload
+from tests.test_end_to_end import manifest_rows, summary
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc, timeout: float = 60) -> None:
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if proc.poll() is not None:
+      raise RuntimeError(f'process exited with {proc.returncode}')
+    with socket.socket() as s:
+      if s.connect_ex(('127.0.0.1', port)) == 0:
+        return
+    time.sleep(0.2)
+  raise TimeoutError(f'nothing listens on {port}')
+
+
+@pytest.fixture(scope='module')
+def portable(tmp_path_factory):
+  """Beam's local job service and an EXTERNAL worker pool on free loopback
+  ports, both started with this venv's Python (the pool starts its SDK
+  worker processes with the same interpreter, so they import this package).
+  Yields the runner flags."""
+  logs = tmp_path_factory.mktemp('portable')
+  job_port, pool_port = _free_port(), _free_port()
+  # The pool starts SDK workers as a bare 'python': this venv's must come
+  # first on PATH.
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3',
+             PATH=os.pathsep.join([os.path.dirname(sys.executable),
+                                   os.environ.get('PATH', '')]))
+  procs = [
+      subprocess.Popen(
+          [sys.executable, '-m',
+           'apache_beam.runners.portability.local_job_service_main',
+           '--port', str(job_port), '--staging_dir', str(logs / 'staging')],
+          cwd=ROOT, env=env, stdout=open(logs / 'job.log', 'wb'),
+          stderr=subprocess.STDOUT),
+      subprocess.Popen(
+          [sys.executable, '-m', 'apache_beam.runners.worker.worker_pool_main',
+           '--service_port', str(pool_port)],
+          cwd=ROOT, env=env, stdout=open(logs / 'pool.log', 'wb'),
+          stderr=subprocess.STDOUT),
+  ]
+  try:
+    _wait_for_port(job_port, procs[0])
+    _wait_for_port(pool_port, procs[1])
+    yield ['--runner=PortableRunner', f'--job_endpoint=localhost:{job_port}',
+           '--environment_type=EXTERNAL',
+           f'--environment_config=localhost:{pool_port}']
+  finally:
+    for p in procs:
+      p.terminate()
+    for p in procs:
+      try:
+        p.wait(timeout=20)
+      except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def _job(tmp_path, samples, n=4, broken=0):
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  for i in range(n):
+    gradient(40, 30, seed=i).save(inputs / f'p{i}.jpg')
+  for i in range(broken):
+    (inputs / f'broken{i}.jpg').write_bytes(b'not a jpeg')
+  return ['--input', str(inputs), '--style',
+          str(samples / 'style' / 'waves.jpg'), '--model', 'builtin',
+          '--output', str(tmp_path / 'out'), '--max_size', '64']
+
+
+@pytest.mark.slow
+def test_portable_runner_runs_the_job_and_waits_on_request(
+    portable, tmp_path, samples, capsys):
+  code = main(_job(tmp_path, samples) + portable + ['--wait'])
+  out = capsys.readouterr().out
+  assert code == 0, out
+  assert 'ok 4' in out
+  rows = manifest_rows(tmp_path / 'out')
+  assert [r['status'] for r in rows] == ['ok'] * 4
+  # The pipeline itself wrote the summary and the report.
+  assert summary(tmp_path / 'out')['verdict'] == 'ok'
+  assert (tmp_path / 'out' / 'report.html').exists()
+
+
+@pytest.mark.slow
+def test_portable_runner_submits_and_returns_without_wait(
+    portable, tmp_path, samples, capsys):
+  start = time.time()
+  code = main(_job(tmp_path, samples) + portable)
+  returned = time.time() - start
+  out = capsys.readouterr().out
+  assert code == 0 and 'submitted job' in out
+  summary_path = tmp_path / 'out' / 'summary.json'
+  assert not summary_path.exists()  # The launcher did not wait for it.
+  deadline = time.time() + 300
+  while not summary_path.exists() and time.time() < deadline:
+    time.sleep(0.5)
+  assert json.loads(summary_path.read_text())['counts']['ok'] == 4
+  assert returned < time.time() - start
+
+
+@pytest.mark.slow
+def test_too_many_failures_fail_the_job_itself(portable, tmp_path, samples,
+                                               capsys):
+  code = main(_job(tmp_path, samples, n=1, broken=2) + portable + ['--wait'])
+  captured = capsys.readouterr()
+  assert code == 1
+  assert 'more than --max_failure_ratio' in captured.err
+  assert summary(tmp_path / 'out')['verdict'] == 'too_many_failures'
+
+
+@pytest.mark.slow
+def test_dataflow_template_is_written_with_stages_and_image(
+    gcs_emulator, samples, capsys):
+  bucket = gcs_emulator()
+  style = upload(samples / 'style' / 'waves.jpg', f'{bucket}/styles')
+  upload(samples / 'content', f'{bucket}/photos')
+  template = f'{bucket}/templates/stylize.json'
+  image = 'europe-west1-docker.pkg.dev/proj/stylize/stylize:test'
+  code = main([
+      '--runner=DataflowRunner', '--project=test-project',
+      '--region=europe-west1', f'--temp_location={bucket}/tmp',
+      f'--staging_location={bucket}/staging',
+      f'--template_location={template}', f'--sdk_container_image={image}',
+      '--sdk_location=container', '--input', f'{bucket}/photos',
+      '--style', style, '--model', 'builtin', '--output', f'{bucket}/out'])
+  out = capsys.readouterr().out
+  assert code == 0, out
+  assert f'template written to {template}' in out
+  with FileSystems.open(template) as f:
+    spec = json.loads(f.read().decode('utf-8'))
+  assert json.dumps(spec).count(image) >= 1  # The workers' container.
+  # The staged job graph (Runner v2 stages the pipeline proto beside the
+  # template) holds every stage of the job and the same container.
+  from apache_beam.portability.api import beam_runner_api_pb2
+  staged = [m.path for m in FileSystems.match(
+      [f'{bucket}/staging/**/pipeline.pb'])[0].metadata_list]
+  assert len(staged) == 1
+  with FileSystems.open(staged[0]) as f:
+    graph = beam_runner_api_pb2.Pipeline.FromString(f.read())
+  names = {t.unique_name for t in graph.components.transforms.values()}
+  for stage in ('ListInputs', 'SkipDone', 'ReadAndDecode', 'Stylize',
+                'EncodeAndWrite', 'WriteManifest', 'WriteReport', 'Verdict'):
+    assert stage in names, stage
+  payloads = [e.payload for e in graph.components.environments.values()]
+  assert any(image.encode() in p for p in payloads)
+  # Nothing ran: no outputs, no summary.
+  assert not FileSystems.exists(f'{bucket}/out/summary.json')
