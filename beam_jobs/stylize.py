@@ -43,7 +43,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       job.output, job.styles, job.output_format, job.job_key, job.model,
       job.row_params, job.force)
   decoded, decode_failed = todo | 'ReadAndDecode' >> ReadAndDecode(
-      job.max_size, job.max_input_pixels)
+      job.max_size, job.max_input_pixels, job.max_input_bytes, job.keep_gps)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
       job.model, job.styles, job.style_size, job.batch_size, job.tf_threads,
       job.style_params, job.model_sha256)
