@@ -284,6 +284,19 @@ def test_output_exif_keeps_capture_info_drops_identifying_and_gps():
   assert gps[1] == 'N' and [float(v) for v in gps[2]] == [48, 51, 23.94]
 
 
+def test_a_tag_that_cannot_be_written_back_is_left_out_alone():
+  exif = Image.Exif()
+  exif[MAKE] = 'Canon'
+  sub = exif.get_ifd(EXIF_IFD)
+  sub[DATE_ORIGINAL] = '2020:01:01 10:00:00'
+  sub[0x829A] = object()  # Stands for a malformed value from some camera.
+  out = Image.Exif()
+  out.load(output_exif(exif, keep_gps=False))
+  assert out[MAKE] == 'Canon'
+  assert out.get_ifd(EXIF_IFD)[DATE_ORIGINAL] == '2020:01:01 10:00:00'
+  assert 0x829A not in out.get_ifd(EXIF_IFD)
+
+
 @pytest.mark.parametrize('date,offset,subsec,expected', [
     ('2024:07:14 18:03:22', '+02:00', None, '2024-07-14T18:03:22+02:00'),
     ('2024:07:14 18:03:22', None, None, '2024-07-14T18:03:22'),

@@ -10,7 +10,7 @@ serial numbers, maker notes, comments, unique IDs) or a place (GPS, unless
 import dataclasses
 import datetime
 import logging
-from typing import Dict, Optional
+from typing import Optional
 
 from PIL import Image
 
@@ -132,10 +132,26 @@ def taken_at(exif: Image.Exif) -> Optional[str]:
   return None
 
 
-def _copy(src: Dict, dst: Dict, keep) -> None:
-  for tag, value in src.items():
-    if tag in keep and value is not None:
-      dst[tag] = value
+def _entries(exif: Image.Exif, keep_gps: bool):
+  """(directory, tag, value) for everything the outputs keep."""
+  for tag, value in exif.items():
+    if tag in KEEP_IFD0 and value is not None:
+      yield None, tag, value
+  yield None, ORIENTATION, 1
+  for tag, value in exif.get_ifd(EXIF_IFD).items():
+    if tag in KEEP_EXIF and value is not None:
+      yield EXIF_IFD, tag, value
+  yield EXIF_IFD, COLOR_SPACE, 1
+  if keep_gps:
+    for tag, value in exif.get_ifd(GPS_IFD).items():
+      yield GPS_IFD, tag, value
+
+
+def _build(entries) -> Image.Exif:
+  out = Image.Exif()
+  for ifd, tag, value in entries:
+    (out if ifd is None else out.get_ifd(ifd))[tag] = value
+  return out
 
 
 def output_exif(exif: Image.Exif, keep_gps: bool) -> bytes:
@@ -143,19 +159,24 @@ def output_exif(exif: Image.Exif, keep_gps: bool) -> bytes:
 
   Orientation is 1 because output pixels are upright; ColorSpace is 1
   (sRGB) because outputs are converted to sRGB. GPS is copied whole only
-  with keep_gps.
+  with keep_gps. A value Pillow cannot write back (a malformed tag from
+  some camera) is left out alone, not the whole block.
   """
-  out = Image.Exif()
-  _copy(exif, out, KEEP_IFD0)
-  out[ORIENTATION] = 1
-  sub = out.get_ifd(EXIF_IFD)
-  _copy(exif.get_ifd(EXIF_IFD), sub, KEEP_EXIF)
-  sub[COLOR_SPACE] = 1
-  if keep_gps:
-    gps = exif.get_ifd(GPS_IFD)
-    if gps:
-      out.get_ifd(GPS_IFD).update(gps)
-  return out.tobytes()
+  entries = list(_entries(exif, keep_gps))
+  try:
+    return _build(entries).tobytes()
+  except Exception:  # pylint: disable=broad-except
+    pass
+  kept = []
+  for entry in entries:
+    try:
+      _build(kept + [entry]).tobytes()
+    except Exception as e:  # pylint: disable=broad-except
+      logger.warning('EXIF tag 0x%04x not carried to the outputs: %s',
+                     entry[1], e)
+      continue
+    kept.append(entry)
+  return _build(kept).tobytes()
 
 
 def read_metadata(exif: Optional[Image.Exif], keep_gps: bool) -> PhotoMetadata:
