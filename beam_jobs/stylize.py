@@ -47,7 +47,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   todo, skipped, unusable = files | 'SkipDone' >> SkipDone(
       layout, job.styles, job.job_key, row_info, job.force)
   decoded, decode_failed = todo | 'ReadAndDecode' >> ReadAndDecode(
-      job.max_size, job.max_input_pixels, job.io_threads)
+      job.max_size, job.max_input_pixels, job.max_input_bytes, job.keep_gps,
+      job.io_threads)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
       job.model, job.styles, job.style_size, job.batch_size, job.tf_threads,
       job.style_params, job.model_sha256)

@@ -152,6 +152,48 @@ def measure_fast_paths(files: List[str], size: int) -> Dict[str, float]:
   return {k: statistics.mean(v) for k, v in out.items()}
 
 
+def heic_copy(jpeg_path: str, folder: str) -> str:
+  """The same 12 MP picture as an iPhone-like HEIC (quality 90), cached."""
+  from transforms.formats import register_heif
+  register_heif()
+  path = os.path.join(folder, os.path.basename(jpeg_path).rsplit('.', 1)[0] +
+                      '.heic')
+  if not os.path.exists(path):
+    with Image.open(jpeg_path) as im:
+      im.save(path + '.tmp', 'HEIF', quality=90, exif=im.info.get('exif', b''))
+    os.replace(path + '.tmp', path)
+  return path
+
+
+def measure_heic_vs_jpeg(jpeg_path: str, folder: str, size: int,
+                         repeats: int = 5) -> Dict[str, float]:
+  """Seconds to decode one 12 MP photo as JPEG and as HEIC (median).
+
+  Full size (--max_size 0) and at `size`, through the pipeline's own
+  decode_photo (orientation, colour management, metadata included). JPEG
+  at a smaller size profits from draft mode (DCT scaling); HEVC has no
+  such shortcut, so a HEIC is always decoded whole, then reduced.
+  """
+  from transforms.decode import decode_photo
+  from transforms.icc import SrgbConverter
+  heic_path = heic_copy(jpeg_path, folder)
+  out = {'jpeg_bytes': os.path.getsize(jpeg_path),
+         'heic_bytes': os.path.getsize(heic_path)}
+  converter = SrgbConverter()
+  for label, path in (('jpeg', jpeg_path), ('heic', heic_path)):
+    data = open(path, 'rb').read()
+    for name, max_size in (('full', None), (str(size), size)):
+      times = []
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        decode_photo(data, max_size, converter=converter)
+        times.append(time.perf_counter() - t0)
+      out[f'{label}_{name}_s'] = statistics.median(times)
+  out['heic_over_jpeg_full'] = out['heic_full_s'] / out['jpeg_full_s']
+  out[f'heic_over_jpeg_{size}'] = out[f'heic_{size}_s'] / out[f'jpeg_{size}_s']
+  return out
+
+
 def measure_pipeline(files: List[str], size: int, model: str, style: str,
                      batch: int, workdir: str, multi: bool,
                      extra: List[str]) -> Dict[str, float]:
@@ -220,6 +262,11 @@ def main(argv=None) -> int:
   parser.add_argument('--results', default=os.path.join(HERE, 'results'))
   parser.add_argument('--no_multi', action='store_true',
                       help='skip the multi-process pipeline runs')
+  parser.add_argument('--heic_repeats', type=int, default=5,
+                      help='decodes per format for the HEIC vs JPEG numbers')
+  parser.add_argument('--decode_only', action='store_true',
+                      help='only the decode numbers (fast paths, HEIC vs '
+                      'JPEG): no model, no pipeline')
   parser.add_argument('--pipeline_args', nargs=argparse.REMAINDER, default=[],
                       help='extra flags for the pipeline runs (last)')
   args = parser.parse_args(argv)
@@ -233,6 +280,8 @@ def main(argv=None) -> int:
       tempfile.gettempdir(), f'stylize-bench-{dataset_key(args.content)}')
   logger.info('Making %d camera-like JPEGs in %s', max(args.n), data_dir)
   all_files = make_dataset(args.content, data_dir, max(args.n))
+  if args.decode_only:
+    return decode_only(args, all_files, data_dir)
   model = hub.load(args.model)
   style_img = Image.open(args.style).convert('RGB').resize((256, 256))
   style = tf.constant(np.asarray(style_img, np.float32)[np.newaxis] / 255.0)
@@ -262,6 +311,8 @@ def main(argv=None) -> int:
       entry['seed_jpg_images_per_s'] = 1 / (seed['decode_resize'] +
                                             seed['model'] + seed['jpg'])
       entry['fast_paths_s'] = measure_fast_paths(seed_files[:10], size)
+      entry['heic_vs_jpeg_decode_s'] = measure_heic_vs_jpeg(
+          all_files[0], data_dir, size, args.heic_repeats)
       for n in args.n:
         files = all_files[:n]
         for mode in (['in_process'] + ([] if args.no_multi else
@@ -292,6 +343,39 @@ def main(argv=None) -> int:
   return 0
 
 
+def decode_only(args, all_files: List[str], data_dir: str) -> int:
+  """--decode_only: the decode measurements alone, in their own JSON."""
+  results = {'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+             'machine': machine_info(), 'decode_only': True,
+             'input': '4000x3000 JPEG (q90, EXIF) and the same as HEIC (q90)',
+             'sizes': {}}
+  for size in args.sizes:
+    results['sizes'][str(size)] = {
+        'fast_paths_s': measure_fast_paths(all_files[:10], size),
+        'heic_vs_jpeg_decode_s': measure_heic_vs_jpeg(
+            all_files[0], data_dir, size, args.heic_repeats)}
+  os.makedirs(args.results, exist_ok=True)
+  stamp = datetime.datetime.now().strftime('%Y%m%dT%H%M%S')
+  path = os.path.join(args.results, f'decode-{stamp}.json')
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(results, f, indent=2)
+  print(format_decode_table(results))
+  print(f'\nwritten: {path}')
+  return 0
+
+
+def format_decode_table(results: Dict) -> str:
+  lines = ['size  12 MP decode (s)   JPEG   HEIC  HEIC/JPEG']
+  for size, entry in results['sizes'].items():
+    d = entry['heic_vs_jpeg_decode_s']
+    lines.append(f'{size:>4}  full size         {d["jpeg_full_s"]:6.3f} '
+                 f'{d["heic_full_s"]:6.3f}  {d["heic_over_jpeg_full"]:9.2f}')
+    lines.append(f'{size:>4}  at {size:<4} px        {d[f"jpeg_{size}_s"]:6.3f} '
+                 f'{d[f"heic_{size}_s"]:6.3f}  '
+                 f'{d[f"heic_over_jpeg_{size}"]:9.2f}')
+  return '\n'.join(lines)
+
+
 def format_table(results: Dict) -> str:
   lines = ['size  run                 img/s  /limit  /seed-jpg  /seed-png  '
            's/img  peak RSS MB']
@@ -307,6 +391,8 @@ def format_table(results: Dict) -> str:
           f'{r["pipeline_over_limit"]:6.2f}  {r["pipeline_over_seed_jpg"]:9.2f}'
           f'  {r["pipeline_over_seed_png"]:9.2f}  {r["per_image_s"]:5.3f}  '
           f'{r["peak_rss_mb"]:11.0f}')
+  if all('heic_vs_jpeg_decode_s' in e for e in results['sizes'].values()):
+    lines += ['', format_decode_table(results)]
   return '\n'.join(lines)
 
 

@@ -15,6 +15,7 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
   model = shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')
   code = main(['--n', '3', '--sizes', '128', '--seed_images', '2',
                '--limit_seconds', '0.5', '--batch_sweep', '1',
+               '--heic_repeats', '1',
                '--content', str(content), '--model', str(model),
                '--data_dir', str(tmp_path / 'data'),
                '--results', str(tmp_path / 'results')])
@@ -31,6 +32,9 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
     assert set(run['stage_split_s']) == {'read_s', 'decode_s', 'stylize_s',
                                          'encode_s', 'write_s'}
   assert entry['fast_paths_s']['decode_draft_s'] > 0
+  heic = entry['heic_vs_jpeg_decode_s']
+  assert heic['heic_full_s'] > 0 and heic['jpeg_full_s'] > 0
+  assert heic['heic_128_s'] > 0 and heic['heic_over_jpeg_full'] > 0
   assert result['machine']['cpus'] >= 1
   assert 'multi_process_n3' in capsys.readouterr().out
   # The generated inputs are camera-like 4000x3000 JPEGs with EXIF.

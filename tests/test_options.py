@@ -1,5 +1,7 @@
 """Launch-time validation: one test per rule, plus YAML config merging."""
 
+import json
+
 import pytest
 
 from beam_jobs.options import ConfigError, StylizeOptions, merge_config, validate
@@ -89,6 +91,59 @@ def test_tf_threads_not_negative(world):
 def test_output_format_choices(world):
   with pytest.raises(SystemExit):
     parse(args(world, '--output_format', 'gif')).view_as(StylizeOptions)
+
+
+# -- per-file bounds and photo metadata (issues 9 and 13) -------------------
+
+def test_max_input_bytes_positive(world):
+  with pytest.raises(ConfigError, match='--max_input_bytes must be positive'):
+    check(args(world, '--max_input_bytes', '0'))
+
+
+def test_max_untiled_pixels_at_least_one_small_tile(world):
+  with pytest.raises(ConfigError, match='--max_untiled_pixels must be at least'):
+    check(args(world, '--max_untiled_pixels', '1000'))
+
+
+def test_tile_overlap_within_the_automatic_tiles(world):
+  with pytest.raises(ConfigError, match='more than half of the 256 px tiles'):
+    check(args(world, '--max_untiled_pixels', str(256 * 256),
+               '--tile_overlap', '200'))
+  # With an explicit --tile_size, that size is the tile and the rule above
+  # (half of --tile_size) applies instead.
+  check(args(world, '--max_untiled_pixels', str(256 * 256), '--tile_size',
+             '512', '--tile_overlap', '200'))
+
+
+def test_avif_output_needs_a_pillow_with_avif(world, monkeypatch):
+  job = check(args(world, '--output_format', 'avif'))
+  assert job.output_format == 'avif'
+  # A Pillow built without libavif (older than 11.3, or built from source).
+  monkeypatch.setattr('beam_jobs.options.avif_supported', lambda: False)
+  with pytest.raises(ConfigError, match='--output_format avif needs Pillow'):
+    check(args(world, '--output_format', 'avif'))
+
+
+def test_new_settings_resolve_and_enter_the_job_key(world):
+  default = check(args(world))
+  assert (default.max_input_bytes, default.max_untiled_pixels,
+          default.keep_gps) == (200_000_000, 2048 * 2048, False)
+  assert default.style_params.max_untiled_pixels == 2048 * 2048
+  # At their defaults they leave the key as it was before they existed, so
+  # earlier runs' outputs are still recognised as done.
+  assert set(json.loads(default.job_key)) == {
+      'model', 'model_sha256', 'max_size', 'style_size', 'format', 'quality',
+      'params'}
+  gps = check(args(world, '--keep_gps'))
+  assert gps.keep_gps and json.loads(gps.job_key)['keep_gps'] is True
+  tiles = check(args(world, '--max_untiled_pixels', '1000000'))
+  assert json.loads(tiles.job_key)['max_untiled_pixels'] == 1_000_000
+  avif = check(args(world, '--output_format', 'avif'))
+  assert len({default.job_key, gps.job_key, tiles.job_key,
+              avif.job_key}) == 4
+  # Not a pixel setting: the byte cap does not change outputs.
+  assert check(args(world, '--max_input_bytes', '5')).job_key == (
+      default.job_key)
 
 
 def test_input_that_matches_nothing(world):

@@ -9,6 +9,7 @@ import apache_beam as beam
 import numpy as np
 from PIL import Image
 
+from transforms.icc import srgb_profile
 from transforms.incremental import identity_of
 from transforms.layout import OutputLayout
 from transforms.overlap import OverlappedDoFn
@@ -19,25 +20,42 @@ from transforms.storage import use_anonymous_gcs_for_emulator, write_file
 logger = logging.getLogger(__name__)
 
 FAILED = 'failed'
-FORMATS = {'jpg': 'JPEG', 'png': 'PNG', 'webp': 'WEBP'}
-MIME_TYPES = {'jpg': 'image/jpeg', 'png': 'image/png', 'webp': 'image/webp'}
+FORMATS = {'jpg': 'JPEG', 'png': 'PNG', 'webp': 'WEBP', 'avif': 'AVIF'}
+MIME_TYPES = {'jpg': 'image/jpeg', 'png': 'image/png', 'webp': 'image/webp',
+              'avif': 'image/avif'}
+# libaom's fastest setting: on a 1024x768 photo at quality 90, 0.11 s
+# against 0.40 s at speed 8 and 1.07 s at Pillow's default 6, for a file
+# 1% larger than at speed 8.
+AVIF_SPEED = 10
 
 
-def encode_image(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
+def encode_image(pixels: np.ndarray, fmt: str, quality: int,
+                 exif: bytes = b'', icc_profile: Optional[bytes] = None
+                 ) -> bytes:
   """uint8 HxWx3 -> file bytes; fast encoder settings for batch work.
 
   PNG uses zlib level 1: several times faster than the default level 6 for
-  photographic content at a small cost in size.
+  photographic content at a small cost in size. exif and icc_profile are
+  embedded in every format (PNG as eXIf and iCCP chunks, WebP and AVIF in
+  their containers). AVIF writes the EXIF orientation as its own rotation
+  box and drops the tag, so an AVIF output carries no Orientation tag.
   """
   im = Image.fromarray(pixels, mode='RGB') if pixels.ndim == 3 else (
       Image.fromarray(pixels))
+  extra = {}
+  if exif:
+    extra['exif'] = exif
+  if icc_profile:
+    extra['icc_profile'] = icc_profile
   buf = io.BytesIO()
   if fmt == 'jpg':
-    im.save(buf, 'JPEG', quality=quality, optimize=False)
+    im.save(buf, 'JPEG', quality=quality, optimize=False, **extra)
   elif fmt == 'png':
-    im.save(buf, 'PNG', compress_level=1)
+    im.save(buf, 'PNG', compress_level=1, **extra)
   elif fmt == 'webp':
-    im.save(buf, 'WEBP', quality=quality, method=4)
+    im.save(buf, 'WEBP', quality=quality, method=4, **extra)
+  elif fmt == 'avif':
+    im.save(buf, 'AVIF', quality=quality, speed=AVIF_SPEED, **extra)
   else:
     raise ValueError(f'unknown output format {fmt!r}')
   return buf.getvalue()
@@ -57,10 +75,13 @@ class EncodeAndWriteFn(OverlappedDoFn):
     self._quality = quality
     self._row_info = dict(row_info)
     self._job_key = job_key
+    self._icc = None
 
   def setup(self):
     super().setup()
     use_anonymous_gcs_for_emulator()
+    # Pixels are sRGB (transforms/icc.py converts every input): say so.
+    self._icc = srgb_profile()
 
   def work(self, item: StylizedImage):
     timings = dict(item.timings)
@@ -68,7 +89,8 @@ class EncodeAndWriteFn(OverlappedDoFn):
     try:
       uri = self._layout.output_uri(item.style.label, item.input.key)
       start = time.perf_counter()
-      data = encode_image(item.pixels, fmt, self._quality)
+      data = encode_image(item.pixels, fmt, self._quality,
+                          exif=item.exif, icc_profile=self._icc)
       timings['encode_s'] = time.perf_counter() - start
       start = time.perf_counter()
       write_file(self._layout, uri, data, MIME_TYPES[fmt])

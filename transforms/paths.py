@@ -11,12 +11,12 @@ import re
 from typing import Iterable, List, Optional, Sequence
 
 # Files below a directory input count as images by extension, whatever its
-# case. HEIC/HEIF are listed so that iPhone photos show up as failed rows with a
-# reason instead of vanishing silently.
+# case. HEIC/HEIF/HIF (iPhones; Fujifilm and Canon cameras) are read through
+# pillow-heif, AVIF by Pillow itself (see transforms/formats.py).
 IMAGE_EXTENSIONS = frozenset({
     '.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.webp', '.tif', '.tiff',
     '.bmp', '.gif', '.ppm', '.pgm', '.pbm', '.pnm', '.tga', '.jp2', '.j2k',
-    '.heic', '.heif', '.avif', '.ico', '.psd'
+    '.heic', '.heif', '.hif', '.avif', '.ico', '.psd'
 })
 
 _GLOB_CHARS = re.compile(r'[*?\[]')

@@ -60,12 +60,18 @@ class StyleRef:
 
 @dataclasses.dataclass
 class DecodedImage:
-  """A decoded, oriented, RGB, resized content image (uint8 HxWx3)."""
+  """A decoded, upright, sRGB, resized content image (uint8 HxWx3).
+
+  exif: the EXIF block its outputs carry (see transforms/metadata.py), b''
+  for none; taken_at: the capture time (ISO 8601) where the photo gives it.
+  """
   input: InputFile
   pixels: np.ndarray
   source_width: int
   source_height: int
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+  exif: bytes = b''
+  taken_at: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -77,6 +83,8 @@ class StylizedImage:
   source_width: int = 0
   source_height: int = 0
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+  exif: bytes = b''
+  taken_at: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -106,6 +114,8 @@ class ManifestRow:
   params: Dict[str, object] = dataclasses.field(default_factory=dict)
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
   run_id: str = ''
+  # Capture time (ISO 8601, from EXIF) where the photo gives it.
+  taken_at: Optional[str] = None
 
   def to_json_dict(self) -> dict:
     d = dataclasses.asdict(self)

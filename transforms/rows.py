@@ -23,7 +23,8 @@ def ok_row(item: StylizedImage, output: str, info: Dict,
   height, width = item.pixels.shape[:2]
   return _row(item.input.uri, item.style, Status.OK, info, output=output,
               width=width, height=height, source_width=item.source_width,
-              source_height=item.source_height, timings=dict(timings))
+              source_height=item.source_height, timings=dict(timings),
+              taken_at=item.taken_at)
 
 
 def skipped_row(item: InputFile, style: StyleRef, output: str,

@@ -159,7 +159,7 @@ class StylizeBatches(beam.DoFn):
     for item in batch:
       groups[(item.pixels.shape, item.input.todo)].append(item)
     for (_, todo), items in groups.items():
-      stacked = np.stack([i.pixels for i in items])
+      stacked = _stack(items)
       for style in self._styles:
         if style.label in todo:
           yield from self._run(items, style, stacked)
@@ -183,7 +183,32 @@ class StylizeBatches(beam.DoFn):
       timings['stylize_s'] = took
       yield StylizedImage(input=item.input, style=style, pixels=out,
                           timings=timings, source_width=item.source_width,
-                          source_height=item.source_height)
+                          source_height=item.source_height, exif=item.exif,
+                          taken_at=item.taken_at)
+
+
+def _stack(items: List[DecodedImage]) -> np.ndarray:
+  """[B, H, W, 3] of same-shape images; a view, not a copy, for one image."""
+  if len(items) == 1:
+    return items[0].pixels[np.newaxis]
+  return np.stack([i.pixels for i in items])
+
+
+class BatchWeight:
+  """BatchElements' element size: an image over the untiled-pixel budget
+  weighs a whole batch, so it is never batched with another large image
+  (a batch of four 100 MP photos would hold 1.2 GB of pixels, stacked
+  twice)."""
+
+  def __init__(self, max_untiled_pixels: int, batch_size: int):
+    self._max_pixels = max_untiled_pixels
+    self._batch_size = batch_size
+
+  def __call__(self, item: DecodedImage) -> int:
+    height, width = item.pixels.shape[:2]
+    if self._max_pixels and height * width > self._max_pixels:
+      return self._batch_size
+    return 1
 
 
 def stylize_stack(stylizer, stacked: np.ndarray, style_state,
@@ -229,11 +254,14 @@ class Stylize(beam.PTransform):
     self._fn = StylizeBatches(model_handle, styles, style_size, tf_threads,
                               params, model_sha256)
     self._batch_size = batch_size
+    self._max_untiled_pixels = params.max_untiled_pixels
 
   def expand(self, decoded):
     results = (
         decoded
         | 'Batch' >> beam.BatchElements(
-            min_batch_size=self._batch_size, max_batch_size=self._batch_size)
+            min_batch_size=self._batch_size, max_batch_size=self._batch_size,
+            element_size_fn=BatchWeight(self._max_untiled_pixels,
+                                        self._batch_size))
         | 'RunModel' >> beam.ParDo(self._fn).with_outputs(FAILED, main='ok'))
     return results.ok, results[FAILED]

@@ -9,6 +9,7 @@ style blends and colour preservation.
 import abc
 import dataclasses
 import logging
+import math
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -33,6 +34,16 @@ class StyleParams:
   preserve_colors: bool = False
   tile_size: int = 0  # 0: only where the model needs it (fixed-size nets).
   tile_overlap: int = 64
+  # Images with more pixels are stylized one at a time in tiles, with
+  # bounded memory (see Stylizer.stylize); 0: no such limit.
+  max_untiled_pixels: int = 0
+
+
+def auto_tile_side(max_pixels: int, multiple: int = 8) -> int:
+  """The tile side used above max_untiled_pixels: the largest square within
+  the budget, rounded down to the network's size multiple."""
+  side = math.isqrt(max_pixels)
+  return max(multiple, side // multiple * multiple)
 
 
 @dataclasses.dataclass
@@ -133,7 +144,16 @@ class Stylizer(abc.ABC):
 
   def stylize(self, content: np.ndarray, style_state: Any,
               params: StyleParams = StyleParams()) -> np.ndarray:
-    """uint8 [B, H, W, 3] of one shape -> uint8 [B, H, W, 3], same size."""
+    """uint8 [B, H, W, 3] of one shape -> uint8 [B, H, W, 3], same size.
+
+    Images over params.max_untiled_pixels go one by one through tiles
+    (stylize_large), whatever the model and the other settings.
+    """
+    _, height, width, _ = content.shape
+    if (params.max_untiled_pixels and
+        height * width > params.max_untiled_pixels):
+      outs = [self.stylize_large(img, style_state, params) for img in content]
+      return outs[0][np.newaxis] if len(outs) == 1 else np.stack(outs)
     if self._plain(content, style_state, params):
       out = self.run_uint8(content, style_state)
       if out is not None:
@@ -156,6 +176,51 @@ class Stylizer(abc.ABC):
     out += 0.5  # Round half up, then truncate: in place, no temporaries.
     np.clip(out, 0.0, 255.0, out=out)
     return out.astype(np.uint8)
+
+  def large_tile_side(self, params: StyleParams) -> int:
+    """The tile side stylize_large uses."""
+    if self.fixed_size:
+      return min(params.tile_size or min(self.fixed_size), min(self.fixed_size))
+    if params.tile_size:
+      return params.tile_size
+    return auto_tile_side(params.max_untiled_pixels, self.pad_multiple)
+
+  def stylize_large(self, image: np.ndarray, style_state: Any,
+                    params: StyleParams) -> np.ndarray:
+    """One large uint8 [H, W, 3] image -> uint8 [H, W, 3], in tiles.
+
+    Only one tile at a time is ever in float (strength and colour
+    preservation are applied per tile; both are per-pixel), and blending
+    keeps one row of tiles (tiling.run_tiled_uint8). So memory stays about
+    that of the uint8 image, its uint8 result and one row of tiles, where
+    stylize() on the whole image would hold several full-size float copies
+    and the network's activations for every pixel at once.
+    """
+    state = style_state
+    if params.strength < 1.0 and self.has_style_vector:
+      # The content's own style vector, from a reduced copy (the predictor
+      # sees 256 px anyway) rather than a full-size float one.
+      from PIL import Image  # pylint: disable=import-outside-toplevel
+      small = Image.fromarray(image)
+      small.thumbnail((1024, 1024), Image.Resampling.LANCZOS)
+      content = np.asarray(small, np.float32) / 255.0
+      state = self.mix_vectors([(params.strength, style_state),
+                                (1.0 - params.strength,
+                                 self.content_vector(content))])
+
+    def stylize_tile(tile: np.ndarray) -> np.ndarray:
+      x = tile.astype(np.float32)
+      x *= 1.0 / 255.0
+      out = self._run(x, state, params)
+      if params.strength < 1.0 and not self.has_style_vector:
+        out = params.strength * out + (1.0 - params.strength) * x
+      if params.preserve_colors:
+        out = keep_colors(x, out)
+      return out
+
+    return tiling.run_tiled_uint8(image, stylize_tile,
+                                  self.large_tile_side(params),
+                                  params.tile_overlap)
 
   def _run(self, x: np.ndarray, state: Any, params: StyleParams) -> np.ndarray:
     if isinstance(state, BlendState):
