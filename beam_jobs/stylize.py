@@ -23,6 +23,7 @@ from transforms.inputs import ListInputs
 from transforms.manifest import SUMMARY_NAME, WriteManifest
 from transforms.progress import ProgressMonitor, RecordProgress
 from transforms.report import WriteReport
+from transforms.routing import RouteImages
 from transforms.storage import (use_anonymous_gcs_for_emulator,
                                 write_atomically)
 from transforms.stylize import Stylize
@@ -44,14 +45,17 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       job.row_params, job.force)
   decoded, decode_failed = todo | 'ReadAndDecode' >> ReadAndDecode(
       job.max_size, job.max_input_pixels)
+  decoded, route_skipped, route_failed = _route(decoded, job)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
-      job.model, job.styles, job.style_size, job.batch_size, job.tf_threads,
-      job.style_params, job.model_sha256)
+      job.model_source or job.model, job.styles, job.style_size,
+      job.batch_size, job.tf_threads, job.style_params, job.model_sha256)
   ok_rows, write_failed = stylized | 'EncodeAndWrite' >> EncodeAndWrite(
       job.output, job.output_format, job.jpeg_quality, job.model,
       job.row_params, job.job_key)
-  failures = ((decode_failed, stylize_failed, write_failed)
+  failures = ((decode_failed, stylize_failed, write_failed) + route_failed
               | 'AllFailures' >> beam.Flatten())
+  if route_skipped:
+    skipped = (skipped,) + route_skipped | 'AllSkipped' >> beam.Flatten()
   info = {
       'run_id': job.run_id,
       'model': job.model,
@@ -61,11 +65,27 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       'max_size': job.max_size,
       'params': job.row_params,
   }
+  if job.route_model:
+    info['routing'] = {'route_model': job.route_model,
+                       'router_id': job.router_id,
+                       'routes': {c: list(s) for c, s in job.routes.items()}}
   rows, summary = (ok_rows, failures, skipped,
                    ignored) | 'WriteManifest' >> WriteManifest(
       job.output, job.styles, job.model, info, job.row_params,
       job.manifest_shards, job.progress_dir)
   _ = (rows, summary) | 'WriteReport' >> WriteReport(job.output, job.styles)
+
+
+def _route(decoded, job: JobConfig):
+  """With --route_model: classify, narrow each image's styles to its class's
+  (transforms/routing.py). Returns (decoded, extra skipped, extra failed),
+  the extras as tuples of PCollections to flatten in (empty without it)."""
+  if not job.route_model:
+    return decoded, (), ()
+  routed, skipped, failed = decoded | 'Route' >> RouteImages(
+      job.route_model, job.router_id, job.routes, job.batch_size, job.model,
+      job.row_params, job.tf_threads, job.progress_dir)
+  return routed, (skipped,), (failed,)
 
 
 def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:

@@ -87,7 +87,9 @@ class EncodeAndWriteFn(beam.DoFn):
         input=item.input.uri, style=item.style.uri, status=Status.OK,
         model=self._model, output=uri, width=width, height=height,
         source_width=item.source_width, source_height=item.source_height,
-        params=dict(self._params), timings=timings)
+        params=dict(self._params), timings=timings,
+        image_class=item.input.image_class,
+        class_score=item.input.class_score)
 
 
 class EncodeAndWrite(beam.PTransform):

@@ -30,7 +30,9 @@ def failure_rows(failure: Failure, styles: Sequence[StyleRef],
         model=model, error=failure.error,
         source_width=failure.source_width,
         source_height=failure.source_height, params=dict(params),
-        timings=dict(failure.timings))
+        timings=dict(failure.timings),
+        image_class=failure.input.image_class,
+        class_score=failure.input.class_score)
 
 
 def row_to_json(row: ManifestRow) -> str:
@@ -80,11 +82,17 @@ class SummaryCombineFn(beam.CombineFn):
   """Counts rows per status and the most common failure reasons."""
 
   def create_accumulator(self):
-    return {'counts': {s.value: 0 for s in Status}, 'errors': {}}
+    return {'counts': {s.value: 0 for s in Status}, 'errors': {},
+            'classes': {}}
 
   def add_input(self, acc, row: ManifestRow):
     acc['counts'][row.status.value] += 1
-    if row.error:
+    if row.image_class is not None:
+      # Routed runs: rows per class and status, for the report's grouping.
+      per = acc['classes'].setdefault(row.image_class,
+                                      {s.value: 0 for s in Status})
+      per[row.status.value] += 1
+    if row.error and row.status == Status.FAILED:
       # Group reasons without the image-specific detail after the first ':'
       # of the message proper, e.g. 'decode: corrupt or truncated image data'.
       reason = row.error.split(' (', 1)[0]
@@ -98,6 +106,10 @@ class SummaryCombineFn(beam.CombineFn):
         out['counts'][k] += v
       for k, v in acc['errors'].items():
         out['errors'][k] = out['errors'].get(k, 0) + v
+      for name, per in acc.get('classes', {}).items():
+        mine = out['classes'].setdefault(name, {s.value: 0 for s in Status})
+        for k, v in per.items():
+          mine[k] += v
     return out
 
   def extract_output(self, acc):
@@ -116,6 +128,8 @@ def build_summary(acc: Dict, ignored: int, manifests: List[str],
       'top_failure_reasons': [{'reason': r, 'count': n} for r, n in top],
       'manifest': manifests,
   })
+  if acc.get('classes'):
+    summary['classes'] = {k: acc['classes'][k] for k in sorted(acc['classes'])}
   return summary
 
 
