@@ -138,7 +138,8 @@ class StylizeOptions(PipelineOptions):
     parser.add_argument(
         '--route', action='append', default=None,
         help='CLASS=STYLE, with STYLE as in --style (blends included). '
-        'Repeatable, several per class; classes without one are skipped.')
+        'Repeatable, several per class; classes without one are skipped. '
+        'One value may hold several, separated by ";".')
     parser.add_argument(
         '--tfhub_mirror', default=None,
         help='Fetch tfhub.dev handles from this mirror instead, e.g. '
@@ -315,7 +316,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
                       '--input_list.')
   if not o.output:
     raise ConfigError('no --output folder given.')
-  if not o.style and not o.route_model:
+  if not o.style and not o.route_model and not o.route:
     raise ConfigError('no --style given: name at least one style image.')
   if o.max_size is not None and o.max_size < 0:
     raise ConfigError(f'--max_size must be positive (or 0 to keep the input '
@@ -498,7 +499,8 @@ def validate_routing(o: StylizeOptions) -> Optional[dict]:
   except RouterError as e:
     raise ConfigError(f'--route_model: {e}') from None
   per_class: Dict[str, List[str]] = {}
-  for arg in o.route:
+  # ';' separates routes in one value: Flex Template parameters take one.
+  for arg in [a.strip() for r in o.route for a in r.split(';') if a.strip()]:
     try:
       name, style = parse_route(arg)
     except ValueError as e:

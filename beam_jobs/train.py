@@ -7,7 +7,6 @@ so that `stylize --route_model` can send each kind of image to its styles.
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -44,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help='Side of the square images the model sees; 0: the '
                       'feature model\'s (declared, named by its handle, '
                       'else 256).')
-  parser.add_argument('--epochs', type=int, default=10,
-                      help='Most epochs per training stage (early stopping '
-                      'may end sooner).')
+  parser.add_argument('--epochs', type=int, default=50,
+                      help='Most epochs for the classifier head (cheap: it '
+                      'trains on precomputed features); early stopping '
+                      'usually ends sooner.')
   parser.add_argument('--batch_size', type=int, default=32)
   parser.add_argument('--learning_rate', type=float, default=1e-3,
                       help='Adam learning rate for the classifier head.')
@@ -55,10 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                       'weights (trainable=True), after the head, at '
                       '--fine_tune_learning_rate.')
   parser.add_argument('--fine_tune_learning_rate', type=float, default=1e-5)
+  parser.add_argument('--fine_tune_epochs', type=int, default=5,
+                      help='Most epochs of fine-tuning (each decodes every '
+                      'training image and runs the whole network).')
   parser.add_argument('--validation_split', type=float, default=0.2,
                       help='Share of each class held out for validation and '
                       'early stopping (at least one image per class).')
-  parser.add_argument('--patience', type=int, default=3,
+  parser.add_argument('--patience', type=int, default=5,
                       help='Epochs without a better validation loss before '
                       'training stops; the best epoch\'s weights are kept.')
   parser.add_argument('--dropout', type=float, default=0.2)
@@ -100,6 +103,7 @@ class TrainConfig:
   learning_rate: float
   fine_tune: bool
   fine_tune_learning_rate: float
+  fine_tune_epochs: int
   validation_split: float
   patience: int
   dropout: float
@@ -153,8 +157,9 @@ def validate(args: argparse.Namespace) -> TrainConfig:
     raise ConfigError('no --data folder given (one subfolder per class).')
   if not args.output:
     raise ConfigError('no --output folder given for the router.')
-  if args.epochs < 1:
-    raise ConfigError(f'--epochs must be at least 1, got {args.epochs}.')
+  if args.epochs < 1 or args.fine_tune_epochs < 1:
+    raise ConfigError(f'--epochs and --fine_tune_epochs must be at least 1, '
+                      f'got {args.epochs} and {args.fine_tune_epochs}.')
   if not 1 <= args.batch_size <= 1024:
     raise ConfigError(f'--batch_size must be between 1 and 1024, got '
                       f'{args.batch_size}.')
@@ -226,6 +231,7 @@ def validate(args: argparse.Namespace) -> TrainConfig:
       ignored=listing.ignored, epochs=args.epochs, batch_size=args.batch_size,
       learning_rate=args.learning_rate, fine_tune=bool(args.fine_tune),
       fine_tune_learning_rate=args.fine_tune_learning_rate,
+      fine_tune_epochs=args.fine_tune_epochs,
       validation_split=args.validation_split, patience=args.patience,
       dropout=args.dropout, seed=args.seed, tf_threads=args.tf_threads,
       verbose=not args.quiet)
@@ -320,7 +326,7 @@ def train(cfg: TrainConfig, beam_argv: Sequence[str] = (),
     out(f'fine-tuning the feature model (learning rate '
         f'{cfg.fine_tune_learning_rate:g})')
     tune_fit = keras_model.fine_tune(
-        model, train_images, val_images, cfg.image_size, cfg.epochs,
+        model, train_images, val_images, cfg.image_size, cfg.fine_tune_epochs,
         cfg.batch_size, cfg.fine_tune_learning_rate, cfg.patience, cfg.seed,
         verbose)
     timings['fine_tune_s'] = tune_fit.seconds
@@ -351,6 +357,7 @@ def train(cfg: TrainConfig, beam_argv: Sequence[str] = (),
           'epochs': cfg.epochs, 'batch_size': cfg.batch_size,
           'learning_rate': cfg.learning_rate, 'fine_tune': cfg.fine_tune,
           'fine_tune_learning_rate': cfg.fine_tune_learning_rate,
+          'fine_tune_epochs': cfg.fine_tune_epochs,
           'validation_split': cfg.validation_split,
           'patience': cfg.patience, 'dropout': cfg.dropout,
           'seed': cfg.seed},

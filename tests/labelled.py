@@ -69,8 +69,8 @@ def make_document(rng: random.Random) -> Image.Image:
           break
         draw.line((margin, y, w - margin, y), fill=ink, width=1)
         draw.text((margin + 2, y + 2), _sentence(rng, 2), fill=ink, font=font)
-        draw.text((w - margin - 30, y + 2), f'{rng.randint(1, 999)}.{rng.randint(0, 99):02d}',
-                  fill=ink, font=font)
+        amount = f'{rng.randint(1, 999)}.{rng.randint(0, 99):02d}'
+        draw.text((w - margin - 30, y + 2), amount, fill=ink, font=font)
         y += size + 6
       y += 4
     else:

@@ -99,6 +99,33 @@ def test_image_size_from_handle(handle, size):
   assert size_from_handle(handle) == size
 
 
+def _export_fixed_size_feature_model(path, size):
+  """A real TF2 SavedModel whose __call__ declares [None, size, size, 3]."""
+  import tensorflow as tf
+
+  class Fixed(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3],
+                                                tf.float32)])
+    def __call__(self, images):
+      return tf.reduce_mean(images, axis=[1, 2])
+
+  tf.saved_model.save(Fixed(), str(path))
+  return path
+
+
+def test_image_size_from_the_model_then_the_default(tmp_path,
+                                                   features_model):
+  fixed = FeatureModel(str(_export_fixed_size_feature_model(
+      tmp_path / 'fixed', 64)))
+  assert fixed.default_image_size() == (64, 'model signature')
+  assert fixed.features(np.zeros((2, 64, 64, 3), np.uint8)).shape == (2, 3)
+  # The Magenta style features take any size and their path names none.
+  magenta = FeatureModel(str(features_model))
+  assert magenta.fixed_image_size() is None
+  assert magenta.default_image_size() == (256, 'default')
+
+
 def test_fit_image_is_the_whole_image_squared():
   pixels = np.zeros((40, 100, 3), np.uint8)
   pixels[:, 50:] = 255
@@ -331,6 +358,7 @@ def test_train_needs_output(data_dir):
 
 @pytest.mark.parametrize('flag,value,match', [
     ('--epochs', '0', '--epochs'),
+    ('--fine_tune_epochs', '0', '--fine_tune_epochs'),
     ('--batch_size', '0', '--batch_size'),
     ('--image_size', '8', '--image_size'),
     ('--validation_split', '0.9', '--validation_split'),
@@ -447,7 +475,7 @@ def test_fine_tune_trains_the_feature_layer(tmp_path, features_model):
                    classes=('document', 'photo'))
   lines = []
   report = train(train_args(data, tmp_path / 'router', features_model,
-                            '--fine_tune', '--epochs', '2',
+                            '--fine_tune', '--fine_tune_epochs', '2',
                             '--image_size', '64'), out=lines.append)
   text = '\n'.join(lines)
   assert 'fine-tuning the feature model' in text

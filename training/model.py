@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -52,7 +52,8 @@ def build_model(feature_path: str, image_size: int, n_classes: int,
                                    name='feature_model')
   except ValueError as e:
     from transforms.models.base import ModelLoadError
-    raise ModelLoadError(f'hub.KerasLayer refused the feature model: {e}') from e
+    raise ModelLoadError(
+        f'hub.KerasLayer refused the feature model: {e}') from e
   model = keras.Sequential([feature_layer] + _head_layers(n_classes, dropout))
   model.build([None, image_size, image_size, 3])
   return model
@@ -199,6 +200,9 @@ def save_model(model, image_size: int, output: str) -> float:
     stale.insert(0, router_json)
   delete_files(stale)
 
+  # Nothing to convert (no Python control flow); AutoGraph would only warn
+  # about the closure over the model.
+  @tf.autograph.experimental.do_not_convert
   @tf.function(input_signature=[tf.TensorSpec(
       [None, image_size, image_size, 3], tf.uint8,
       name=router_format.INPUT_NAME)])

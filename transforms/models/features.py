@@ -1,4 +1,4 @@
-"""Image feature-vector models (TF Hub's reusable SavedModels) for stylize-train.
+"""Image feature-vector models (TF Hub reusable SavedModels) for stylize-train.
 
 A feature model maps float32 [B, H, W, 3] images in [0, 1] to [B, D]
 vectors, e.g. TF Hub's google/tf2-preview/inception_v3/feature_vector/4
