@@ -475,7 +475,7 @@ def test_fine_tune_trains_the_feature_layer(tmp_path, features_model):
                    classes=('document', 'photo'))
   lines = []
   report = train(train_args(data, tmp_path / 'router', features_model,
-                            '--fine_tune', '--fine_tune_epochs', '2',
+                            '--fine_tune', '--fine_tune_epochs', '1',
                             '--image_size', '64'), out=lines.append)
   text = '\n'.join(lines)
   assert 'fine-tuning the feature model' in text

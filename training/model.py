@@ -200,12 +200,11 @@ def save_model(model, image_size: int, output: str) -> float:
     stale.insert(0, router_json)
   delete_files(stale)
 
-  # Nothing to convert (no Python control flow); AutoGraph would only warn
-  # about the closure over the model.
-  @tf.autograph.experimental.do_not_convert
+  # autograph=False: nothing to convert (no Python control flow), and
+  # AutoGraph would only warn about the closure over the model.
   @tf.function(input_signature=[tf.TensorSpec(
       [None, image_size, image_size, 3], tf.uint8,
-      name=router_format.INPUT_NAME)])
+      name=router_format.INPUT_NAME)], autograph=False)
   def serve(images):
     x = tf.cast(images, tf.float32) * (1.0 / 255.0)
     return {router_format.OUTPUT_NAME: model(x, training=False)}

@@ -86,10 +86,10 @@ def resolve(handle: str) -> str:
   except Exception as e:  # pylint: disable=broad-except
     detail = str(e).strip().splitlines()[0] if str(e).strip() else ''
     raise ModelLoadError(
-        f'could not download {handle!r} with tensorflow_hub: '
-        f'{type(e).__name__}: {detail}. Without internet access, give a local '
-        f'or gs:// copy of the model, or a mirror (--tfhub_mirror URL or '
-        f'${MIRROR_ENV}) for tfhub.dev handles.') from e
+        f'could not load model {handle!r}: tensorflow_hub could not download '
+        f'it: {type(e).__name__}: {detail}. Without internet access, give a '
+        f'local or gs:// copy of the model, or a mirror (--tfhub_mirror URL '
+        f'or ${MIRROR_ENV}) for tfhub.dev handles.') from e
 
 
 def is_tf1_hub_module(path: str) -> bool:
