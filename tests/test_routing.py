@@ -221,6 +221,15 @@ def test_route_model_whose_saved_model_does_not_load(world):
                 f'photo={world["styles"][0]}'), check_model=True)
 
 
+def test_dry_run_with_routes_says_counts_are_an_upper_bound(world, capsys):
+  s0 = world['styles'][0]
+  assert main(_args(world, '--route_model', str(world['router']), '--route',
+                    f'photo={s0}', '--dry_run')) == 0
+  out = capsys.readouterr().out
+  assert 'dry run: 1 (input, style) pairs to do' in out
+  assert 'an upper bound); routes: photo -> s0' in out
+
+
 def test_bad_tfhub_mirror(world):
   with pytest.raises(ConfigError, match='--tfhub_mirror'):
     check(_args(world, '--style', str(world['styles'][0]), '--tfhub_mirror',
