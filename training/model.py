@@ -210,10 +210,18 @@ def save_model(model, image_size: int, output: str) -> float:
     return {router_format.OUTPUT_NAME: model(x, training=False)}
 
   tmp = tempfile.mkdtemp(prefix='stylize-router-')
+  tf_logger = logging.getLogger('tensorflow')
+  level = tf_logger.level
   try:
-    model.save(os.path.join(tmp, router_format.SAVED_MODEL_DIR),
-               save_format='tf', include_optimizer=False,
-               signatures={router_format.SIGNATURE: serve})
+    # Keras 2 warns while tracing the save that "compiled metrics have yet
+    # to be built": true, irrelevant (the router is saved for inference).
+    tf_logger.setLevel(logging.ERROR)
+    try:
+      model.save(os.path.join(tmp, router_format.SAVED_MODEL_DIR),
+                 save_format='tf', include_optimizer=False,
+                 signatures={router_format.SIGNATURE: serve})
+    finally:
+      tf_logger.setLevel(level)
     written = _upload_tree(tmp, output)
     megabytes = sum(os.path.getsize(os.path.join(r, f))
                     for r, _, fs in os.walk(tmp) for f in fs) / 1e6
