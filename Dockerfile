@@ -13,9 +13,11 @@ WORKDIR /template
 COPY setup.py README.md ./
 COPY beam_jobs beam_jobs
 COPY transforms transforms
+# stylize-train's feature-extraction DoFns run on the same workers.
+COPY training training
 COPY configs configs
 RUN pip install --no-cache-dir . \
- && python -c "import tensorflow, tensorflow_hub, ai_edge_litert, beam_jobs.stylize"
+ && python -c "import tensorflow, tensorflow_hub, tf_keras, ai_edge_litert, beam_jobs.stylize, beam_jobs.train"
 
 # The builtin model is exported at build time so workers need not.
 ENV STYLIZE_CACHE_DIR=/opt/stylize-cache

@@ -8,7 +8,8 @@ setuptools.setup(
     description='Restyle photo archives with TF Hub style-transfer models on '
     'Apache Beam.',
     packages=setuptools.find_packages(include=['beam_jobs', 'beam_jobs.*',
-                                               'transforms', 'transforms.*']),
+                                               'transforms', 'transforms.*',
+                                               'training', 'training.*']),
     python_requires='>=3.10,<3.13',
     install_requires=[
         'apache-beam[gcp]>=2.60,<3',
@@ -43,6 +44,7 @@ setuptools.setup(
         'console_scripts': [
             'stylize=beam_jobs.stylize:main',
             'stylize-inspect=beam_jobs.inspect_model:main',
+            'stylize-train=beam_jobs.train:main',
         ],
     },
 )

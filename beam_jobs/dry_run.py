@@ -112,4 +112,10 @@ def format_plan(plan: Dict, job: JobConfig) -> str:
   if plan['first_outputs']:
     lines.append('  first outputs:')
     lines += [f'    {o}' for o in plan['first_outputs']]
+  if job.route_model:
+    # Classes are only known once the router has seen the pixels.
+    lines.append('  routing: router not loaded, so these count every route '
+                 'style for every input (an upper bound); routes: ' +
+                 '; '.join(f'{c} -> {", ".join(s)}'
+                           for c, s in sorted(job.routes.items())))
   return '\n'.join(lines)

@@ -18,8 +18,9 @@ def resolved_path(handle: str) -> str:
   if handle == builtin.BUILTIN_NAME:
     return builtin.builtin_path()
   if describe_model(handle) == 'hub':
-    import tensorflow_hub as hub
-    return hub.resolve(handle)  # TF Hub's cache ($TFHUB_CACHE_DIR).
+    from transforms.models import tfhub
+    # TF Hub's cache ($TFHUB_CACHE_DIR), fetched from $TFHUB_MIRROR if set.
+    return tfhub.resolve(tfhub.mirrored(handle))
   return ','.join(os.path.abspath(p) if '://' not in p else p
                   for p in cache.localize(handle).split(','))
 

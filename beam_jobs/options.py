@@ -8,7 +8,7 @@ import math
 import os
 import time
 import uuid
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from apache_beam.io.filesystems import FileSystems
@@ -148,6 +148,22 @@ class StylizeOptions(PipelineOptions):
     parser.add_argument('--config', default=None,
                         help='YAML file with the same keys; the command line '
                         'wins.')
+    # -- Routing by image class (a router made by stylize-train) and where
+    # -- tfhub.dev handles are fetched from.
+    parser.add_argument(
+        '--route_model', default=None,
+        help='Router folder written by stylize-train (local or gs://): each '
+        'image is classified, then stylized only with its class\'s --route '
+        'styles.')
+    parser.add_argument(
+        '--route', action='append', default=None,
+        help='CLASS=STYLE, with STYLE as in --style (blends included). '
+        'Repeatable, several per class; classes without one are skipped. '
+        'One value may hold several, separated by ";".')
+    parser.add_argument(
+        '--tfhub_mirror', default=None,
+        help='Fetch tfhub.dev handles from this mirror instead, e.g. '
+        'https://hub.tensorflow.google.cn (default: $TFHUB_MIRROR).')
     cls._add_photo_args(parser)
 
   @staticmethod
@@ -199,9 +215,20 @@ class JobConfig:
   max_untiled_pixels: int = DEFAULT_MAX_UNTILED_PIXELS
   keep_gps: bool = False
 
+  # What workers load: --model with --tfhub_mirror applied (None: model).
+  model_source: Optional[str] = None
+  # Routing (--route_model; transforms/routing.py): the router's id and
+  # class -> labels of the styles routed to it.
+  route_model: Optional[str] = None
+  router_id: Optional[str] = None
+  routes: Dict[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+
   @property
   def job_key(self) -> str:
-    """Everything besides input and style that changes an output's bytes."""
+    """Everything besides input and style that decides an output: what
+    changes its pixels and, with routing, which styles apply to an image
+    (the router and the routes; a new router or new routes redo the work)."""
     key = {
         'model': self.model, 'model_sha256': self.model_sha256,
         'max_size': self.max_size, 'style_size': self.style_size,
@@ -214,6 +241,9 @@ class JobConfig:
       key['keep_gps'] = True
     if self.max_untiled_pixels != DEFAULT_MAX_UNTILED_PIXELS:
       key['max_untiled_pixels'] = self.max_untiled_pixels
+    if self.route_model:
+      key['routing'] = {'router_id': self.router_id,
+                        'routes': {c: list(s) for c, s in self.routes.items()}}
     return json.dumps(key, sort_keys=True)
 
 
@@ -384,7 +414,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
                       '--input_list.')
   if not o.output:
     raise ConfigError('no --output folder given.')
-  if not o.style:
+  if not o.style and not o.route_model and not o.route:
     raise ConfigError('no --style given: name at least one style image.')
   if o.max_size is not None and o.max_size < 0:
     raise ConfigError(f'--max_size must be positive (or 0 to keep the input '
@@ -429,18 +459,23 @@ def validate(options: PipelineOptions, check_model: bool = True,
     _check_readable_file(list_file, '--input_list')
 
   from transforms.styles import load_style_image, parse_styles
-  try:
-    styles = parse_styles(o.style)
-  except ValueError as e:
-    raise ConfigError(f'--style: {e}') from None
+  routing = validate_routing(o)
+  if routing:
+    styles = routing['styles']
+  else:
+    try:
+      styles = parse_styles(o.style)
+    except ValueError as e:
+      raise ConfigError(f'--style: {e}') from None
   style_pixels = []
+  style_flag = '--route style' if routing else '--style'
   for style in styles:
     for uri, _ in style.parts:
-      _check_readable_file(uri, '--style')
+      _check_readable_file(uri, style_flag)
       try:
         style_pixels.append(load_style_image(uri, o.style_size))
       except Exception as e:  # pylint: disable=broad-except
-        raise ConfigError(f'--style {uri!r} is not a readable image: '
+        raise ConfigError(f'{style_flag} {uri!r} is not a readable image: '
                           f'{e}') from None
 
   if probe_output:
@@ -448,23 +483,30 @@ def validate(options: PipelineOptions, check_model: bool = True,
 
   tf_threads = o.tf_threads or runners.default_tf_threads(options)
   model = absolute_model(o.model)
+  from transforms.models import tfhub
+  from transforms.models.base import ModelLoadError
+  try:
+    source = tfhub.apply_mirror(model, tfhub.mirror_from(o.tfhub_mirror))
+  except ValueError as e:
+    raise ConfigError(f'--tfhub_mirror: {e}') from None
   local = runners.is_local(options)
   if runners.is_dataflow(options):
     _check_paths_reach_workers(o, model)
-  from transforms.models.base import ModelLoadError
   try:
     if local:
       # A remote model is fetched into the local cache here, once.
-      kind = describe_model(model)
+      kind = describe_model(source)
     else:
       # A light launcher: no TensorFlow, no download; the workers' setup()
       # loads and tries the model and fails fast with a clear error.
       from transforms.models.checks import check_model as light_check
-      kind = light_check(model, o.model_sha256)
+      kind = light_check(source, o.model_sha256)
   except ModelLoadError as e:
     raise ConfigError(f'--model: {e}') from None
   if check_model and local:
-    _check_model(model, style_pixels[0], tf_threads, o.model_sha256)
+    _check_model(source, style_pixels[0], tf_threads, o.model_sha256)
+    if routing:
+      _check_router(routing['route_model'], tf_threads)
 
   style_params = StyleParams(strength=o.style_strength,
                              preserve_colors=bool(o.preserve_colors),
@@ -494,7 +536,12 @@ def validate(options: PipelineOptions, check_model: bool = True,
       manifest_shards=o.manifest_shards, model_sha256=o.model_sha256,
       io_threads=o.io_threads, fail_job_on_verdict=not local,
       max_input_bytes=o.max_input_bytes,
-      max_untiled_pixels=o.max_untiled_pixels, keep_gps=bool(o.keep_gps))
+      max_untiled_pixels=o.max_untiled_pixels, keep_gps=bool(o.keep_gps),
+      model_source=source,
+      route_model=routing['route_model'] if routing else None,
+      router_id=routing['router_id'] if routing else None,
+      routes=routing['routes'] if routing else {})
+
 
 
 def _validate_photo_args(o: StylizeOptions) -> None:
@@ -544,3 +591,72 @@ def _check_model(handle: str, style, tf_threads: int,
     message = str(e)
     raise ConfigError(message if message.startswith('--model') else
                       f'--model: {message}') from None
+
+
+# ---------------------------------------------------------------- routing --
+
+def validate_routing(o: StylizeOptions) -> Optional[dict]:
+  """--route_model and --route -> {route_model, router_id, routes, styles};
+  None without --route_model. Reads router.json only (no model load).
+
+  Raises:
+    ConfigError: --route without --route_model or the reverse, --style with
+      --route_model, a malformed --route, a folder that is not a router, a
+      class the router does not know.
+  """
+  from transforms.models.router import RouterError, read_router_info
+  from transforms.routing import parse_route, route_styles
+  if not o.route_model:
+    if o.route:
+      raise ConfigError('--route needs --route_model (the router folder '
+                        'written by stylize-train).')
+    return None
+  if o.style:
+    raise ConfigError('--style and --route_model do not mix: with a router, '
+                      'give the styles per class, --route CLASS=STYLE.')
+  if not o.route:
+    raise ConfigError('--route_model needs at least one --route CLASS=STYLE; '
+                      'without one every image would be skipped.')
+  folder = paths.absolute(paths.join(o.route_model))
+  try:
+    info = read_router_info(folder)
+  except RouterError as e:
+    raise ConfigError(f'--route_model: {e}') from None
+  per_class: Dict[str, List[str]] = {}
+  # ';' separates routes in one value: Flex Template parameters take one.
+  for arg in [a.strip() for r in o.route for a in r.split(';') if a.strip()]:
+    try:
+      name, style = parse_route(arg)
+    except ValueError as e:
+      raise ConfigError(f'--route: {e}') from None
+    if name not in info.labels:
+      raise ConfigError(
+          f'--route {arg!r}: the router knows no class {name!r}; its classes '
+          f'are {list(info.labels)}.')
+    per_class.setdefault(name, []).append(style)
+  try:
+    styles, routes = route_styles(per_class)
+  except ValueError as e:
+    raise ConfigError(f'--route: {e}') from None
+  unrouted = [c for c in info.labels if c not in routes]
+  if unrouted:
+    logger.info('Images of class(es) %s have no --route: they will be '
+                'skipped rows.', unrouted)
+  return {'route_model': folder, 'router_id': info.router_id,
+          'routes': routes, 'styles': styles}
+
+
+def _check_router(folder: str, tf_threads: int) -> None:
+  """Loads the router once and classifies a test image, so a broken one
+  fails now rather than on every worker."""
+  import numpy as np
+  from transforms.models.base import ModelLoadError
+  from transforms.models.router import load_router
+  try:
+    load_router(folder, tf_threads).classify(
+        [np.full((64, 64, 3), 128, np.uint8)])
+  except ModelLoadError as e:
+    raise ConfigError(f'--route_model: {e}') from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f'--route_model {folder!r} loaded but failed on a test '
+                      f'image: {type(e).__name__}: {e}') from None

@@ -26,6 +26,7 @@ from transforms.manifest import WriteManifest, enforce_verdict
 from transforms.progress import ProgressMonitor, RecordProgress
 from transforms.records import describe_error
 from transforms.report import WriteReport
+from transforms.routing import RouteImages
 from transforms.storage import use_anonymous_gcs_for_emulator
 from transforms.stylize import Stylize
 
@@ -49,9 +50,11 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   decoded, decode_failed = todo | 'ReadAndDecode' >> ReadAndDecode(
       job.max_size, job.max_input_pixels, job.max_input_bytes, job.keep_gps,
       job.io_threads)
+  decoded, route_skipped, route_failed, row_deltas = _route(
+      decoded, job, row_info)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
-      job.model, job.styles, job.style_size, job.batch_size, job.tf_threads,
-      job.style_params, job.model_sha256)
+      job.model_source or job.model, job.styles, job.style_size,
+      job.batch_size, job.tf_threads, job.style_params, job.model_sha256)
   ok_rows, write_failed = stylized | 'EncodeAndWrite' >> EncodeAndWrite(
       layout, job.jpeg_quality, row_info, job.job_key, job.io_threads)
   # Progress is recorded on each branch where its rows are made, so it
@@ -59,12 +62,14 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   # once every branch is done).
   failures = []
   for name, failed in (('Decode', decode_failed), ('Stylize', stylize_failed),
-                       ('Write', write_failed)):
+                       ('Write', write_failed)) + route_failed:
     _ = failed | f'Progress{name}Failed' >> beam.ParDo(
         RecordProgress(job.progress_dir))
     failures.append(failed)
+  other_rows = (skipped, unusable) + route_skipped
   for name, branch in (('Ok', ok_rows), ('Skipped', skipped),
-                       ('Unusable', unusable)):
+                       ('Unusable', unusable)) + tuple(
+                           ('RouteSkipped', r) for r in route_skipped):
     _ = branch | f'Progress{name}' >> beam.ParDo(
         RecordProgress(job.progress_dir))
   failures = tuple(failures) | 'AllFailures' >> beam.Flatten()
@@ -79,8 +84,12 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       'started_at': job.started_at,
       'max_failure_ratio': job.max_failure_ratio,
   }
-  all_rows, summary = (ok_rows, failures, (skipped, unusable), ignored,
-                       files) | 'WriteManifest' >> WriteManifest(
+  if job.route_model:
+    info['routing'] = {'route_model': job.route_model,
+                       'router_id': job.router_id,
+                       'routes': {c: list(s) for c, s in job.routes.items()}}
+  all_rows, summary = (ok_rows, failures, other_rows, ignored, files,
+                       row_deltas) | 'WriteManifest' >> WriteManifest(
       layout, job.styles, row_info, info, job.manifest_shards)
   report = (all_rows, summary) | 'WriteReport' >> WriteReport(
       layout, job.styles)
@@ -88,6 +97,19 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
     # Remote runners: a bad run must fail as a job, so schedulers see it.
     _ = summary | 'Verdict' >> beam.Map(
         enforce_verdict, report_written=beam.pvalue.AsSingleton(report))
+
+
+def _route(decoded, job: JobConfig, row_info):
+  """With --route_model: classify, narrow each image's styles to its class's
+  (transforms/routing.py). Returns (decoded, extra skipped rows, extra
+  failures, row-count corrections); the extras are tuples, empty without a
+  router."""
+  if not job.route_model:
+    return decoded, (), (), ()
+  routed, skipped, failed, deltas = decoded | 'Route' >> RouteImages(
+      job.route_model, job.router_id, job.routes, job.batch_size, row_info,
+      job.tf_threads, job.progress_dir)
+  return routed, (skipped,), (('Route', failed),), (deltas,)
 
 
 def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:

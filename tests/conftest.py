@@ -129,3 +129,43 @@ def upload(local: pathlib.Path, gs_root: str) -> str:
                             compression_type='uncompressed') as out:
       out.write(f.read_bytes())
   return gs_root if not local.is_file() else f'{gs_root}/{local.name}'
+
+
+@pytest.fixture(scope='session')
+def features_model():
+  """The real pretrained feature-vector model in TF Hub's reusable format."""
+  return shared_path('models', 'magenta-style-features-v1-256')
+
+
+def train_args(data, output, features, *extra):
+  """stylize-train flags for a small, quick run on the shared features model."""
+  return ['--data', str(data), '--output', str(output), '--feature_model',
+          str(features), '--image_size', '96', '--epochs', '40',
+          '--batch_size', '8', '--learning_rate', '0.01', '--quiet',
+          *extra]
+
+
+@pytest.fixture(scope='session')
+def trained_router(tmp_path_factory, features_model):
+  """A router trained once per session on made-up labelled images:
+  document, photo, screenshot (tests/labelled.py), 10 of each."""
+  from beam_jobs.train import run as train
+  from tests.labelled import write_labelled_set
+  import shutil
+  root = tmp_path_factory.mktemp('router')
+  photos = sorted(shared_path('images', 'content').glob('*.jpg'))
+  write_labelled_set(root / 'data', photos, per_class=10, seed=1)
+  # Trained on a copy of the feature model that is deleted afterwards, so
+  # every test using the router shows it needs nothing but its own folder.
+  features = root / 'features-copy'
+  for path in features_model.rglob('*'):
+    if path.is_file():
+      (features / path.relative_to(features_model)).parent.mkdir(
+          parents=True, exist_ok=True)
+      shutil.copyfile(path, features / path.relative_to(features_model))
+  lines = []
+  report = train(train_args(root / 'data', root / 'router', features),
+                 out=lines.append)
+  shutil.rmtree(features)
+  return {'path': root / 'router', 'report': report, 'lines': lines,
+          'data': root / 'data', 'photos': photos}

@@ -89,11 +89,17 @@ class SummaryCombineFn(beam.CombineFn):
   """Counts rows per status and the most common failure reasons."""
 
   def create_accumulator(self):
-    return {'counts': {s.value: 0 for s in Status}, 'errors': {}}
+    return {'counts': {s.value: 0 for s in Status}, 'errors': {},
+            'classes': {}}
 
   def add_input(self, acc, row: ManifestRow):
     acc['counts'][row.status.value] += 1
-    if row.error:
+    if row.image_class is not None:
+      # Routed runs: rows per class and status, for the report's grouping.
+      per = acc['classes'].setdefault(row.image_class,
+                                      {s.value: 0 for s in Status})
+      per[row.status.value] += 1
+    if row.error and row.status == Status.FAILED:
       # Group reasons without the image-specific detail in parentheses,
       # e.g. 'decode: corrupt or truncated image data'.
       reason = row.error.split(' (', 1)[0]
@@ -107,7 +113,10 @@ class SummaryCombineFn(beam.CombineFn):
         out['counts'][k] += v
       for k, v in acc['errors'].items():
         out['errors'][k] = out['errors'].get(k, 0) + v
-    # Only the most common reasons are kept: bounded by distinct reasons.
+      for name, per in acc.get('classes', {}).items():
+        mine = out['classes'].setdefault(name, {s.value: 0 for s in Status})
+        for k, v in per.items():
+          mine[k] += v
     return out
 
   def extract_output(self, acc):
@@ -131,6 +140,8 @@ def build_summary(acc: Dict, ignored: int, manifests: List[str],
       'manifest': manifests,
       'expected_pairs': expected_pairs,
   })
+  if acc.get('classes'):
+    summary['classes'] = {k: acc['classes'][k] for k in sorted(acc['classes'])}
   summary['verdict'], summary['verdict_reason'] = verdict(summary)
   return summary
 
@@ -138,8 +149,9 @@ def build_summary(acc: Dict, ignored: int, manifests: List[str],
 def verdict(summary: Dict) -> Tuple[str, str]:
   """('ok' | 'incomplete' | 'too_many_failures', why) for a summary.
 
-  'incomplete': the manifest does not hold exactly one row per listed
-  (input, style) pair; such a run must never pass as a success.
+  'incomplete': the manifest does not hold the rows the listed inputs must
+  give (one per (input, style) pair; with routing, one per routed style or
+  one for an unrouted image); such a run must never pass as a success.
   """
   total = summary['total']
   expected = summary.get('expected_pairs')
@@ -205,8 +217,10 @@ class WriteManifest(beam.PTransform):
 
   def expand(self, inputs):
     """inputs: (ok rows, Failures, (other row PCollections), ignored paths,
-    listed inputs); every listed input must give one row per style."""
-    ok_rows, failures, other_rows, ignored, listed = inputs
+    listed inputs, (row-count corrections)). Every listed input must
+    give one row per style, give or take its correction (routing, where an
+    image gives rows for its class's styles only)."""
+    ok_rows, failures, other_rows, ignored, listed, deltas = inputs
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
         failure_rows, self._styles, self._row_info)
     rows = ((ok_rows, failed_rows) + tuple(other_rows)
@@ -220,13 +234,15 @@ class WriteManifest(beam.PTransform):
                  | 'Sorted' >> beam.Map(sorted))
     counts = rows | 'Count' >> beam.CombineGlobally(SummaryCombineFn())
     n_ignored = ignored | 'CountIgnored' >> beam.combiners.Count.Globally()
-    n_listed = listed | 'CountListed' >> beam.combiners.Count.Globally()
+    pairs = listed | 'PairsPerInput' >> beam.Map(
+        lambda _, k: k, len(self._styles))
+    if deltas:
+      pairs = (pairs,) + tuple(deltas) | 'WithCorrections' >> beam.Flatten()
+    expected = pairs | 'ExpectedRows' >> beam.CombineGlobally(sum)
     summary = counts | 'WriteSummary' >> beam.Map(
         write_summary,
         ignored=beam.pvalue.AsSingleton(n_ignored),
         manifests=beam.pvalue.AsSingleton(manifests),
-        expected_pairs=beam.pvalue.AsSingleton(
-            n_listed | 'TimesStyles' >> beam.Map(
-                lambda n, k: n * k, len(self._styles))),
+        expected_pairs=beam.pvalue.AsSingleton(expected),
         layout=self._layout, info=self._info)
     return rows, summary

@@ -85,7 +85,8 @@ def read_events(folder: str) -> Dict[str, int]:
       with open(os.path.join(folder, name), encoding='utf-8') as f:
         for line in f:
           kind, _, count = line.partition(' ')
-          if count.strip().isdigit():
+          # Negative: routing corrects the planned pair total.
+          if count.strip().lstrip('-').isdigit():
             totals[kind] += int(count)
     except OSError:
       continue

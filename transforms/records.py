@@ -26,9 +26,12 @@ class InputFile:
     size_bytes: size reported by the file system listing (-1 if unknown).
     mtime: last-modified time reported by the listing (0 if unknown).
     todo: labels of the styles still to apply (set by the planning step;
-      empty before it).
+      empty before it; narrowed to the image's class by routing).
     error: why this input cannot be stylized (e.g. it is inside --output);
       it then becomes one failed row per style.
+    image_class: the class a router gave the image (--route_model), else
+      None; it travels with the image into every manifest row.
+    class_score: the router's probability for image_class.
   """
   uri: str
   key: str = ''
@@ -36,6 +39,8 @@ class InputFile:
   mtime: float = 0.0
   todo: Tuple[str, ...] = ()
   error: str = ''
+  image_class: Optional[str] = None
+  class_score: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +105,14 @@ class Failure:
 
 @dataclasses.dataclass
 class ManifestRow:
-  """One manifest line: the fate of one (input, style) pair."""
+  """One manifest line: the fate of one (input, style) pair.
+
+  With routing, an image whose class has no route is one `skipped` row with
+  style None; image_class and class_score (JSON `class`, `class_score`) are
+  set on the rows of every classified image.
+  """
   input: str
-  style: str
+  style: Optional[str]
   status: Status
   model: str
   output: Optional[str] = None
@@ -116,10 +126,20 @@ class ManifestRow:
   run_id: str = ''
   # Capture time (ISO 8601, from EXIF) where the photo gives it.
   taken_at: Optional[str] = None
+  image_class: Optional[str] = None
+  class_score: Optional[float] = None
 
   def to_json_dict(self) -> dict:
     d = dataclasses.asdict(self)
     d['status'] = self.status.value
+    # 'class' is a Python keyword, hence the attribute name; rows of images
+    # that were not classified (no --route_model) keep their old shape.
+    image_class = d.pop('image_class')
+    class_score = d.pop('class_score')
+    if image_class is not None:
+      d['class'] = image_class
+      d['class_score'] = (None if class_score is None else
+                          round(float(class_score), 4))
     d['timings'] = {k: round(v, 4) for k, v in self.timings.items()}
     return d
 

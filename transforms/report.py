@@ -109,17 +109,26 @@ def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
       parts.append(f'<figure>{img(uri, caption)}<figcaption>{e(caption)}'
                    '</figcaption></figure>')
   parts.append('</div>')
+  classes = summary.get('classes') or {}
+  if classes:
+    parts.append(_class_table(classes))
   parts.append(f'<h2>Input &rarr; output ({len(samples)} shown)</h2>')
-  parts.append('<div class="grid">')
-  for row in samples:
-    out_link = e(_href(row.output, output))
-    parts.append(
-        '<figure><div class="pair">'
-        f'{img(row.input, "input")}&rarr;'
-        f'<a href="{out_link}">{img(row.output, "output")}</a></div>'
-        f'<figcaption>{e(_rel(row.output, output))} '
-        f'({row.status.value})</figcaption></figure>')
-  parts.append('</div>')
+  for name, group in _by_class(samples, bool(classes)):
+    if name is not None:
+      parts.append(f'<h3 class="class">class {e(name)} ({len(group)} shown)'
+                   '</h3>')
+    parts.append('<div class="grid">')
+    for row in group:
+      out_link = e(_href(row.output, output))
+      score = (f', {row.class_score:.2f}' if row.class_score is not None
+               else '')
+      parts.append(
+          '<figure><div class="pair">'
+          f'{img(row.input, "input")}&rarr;'
+          f'<a href="{out_link}">{img(row.output, "output")}</a></div>'
+          f'<figcaption>{e(_rel(row.output, output))} '
+          f'({row.status.value}{score})</figcaption></figure>')
+    parts.append('</div>')
   parts.append(f'<h2>Failures ({counts.get("failed", 0)})</h2>')
   if failures:
     parts.append('<table><tr><th>input</th><th>style</th><th>reason</th></tr>')
@@ -138,6 +147,32 @@ def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
       'i.length);document.body.setAttribute("data-loaded",n);});</script>')
   parts.append('</body></html>')
   return '\n'.join(parts)
+
+
+def _class_table(classes: Dict[str, Dict[str, int]]) -> str:
+  """Rows per class and status (routed runs; see transforms/routing.py)."""
+  e = html.escape
+  lines = ['<h2>Classes</h2>',
+           '<table><tr><th>class</th><th>ok</th><th>failed</th>'
+           '<th>skipped</th></tr>']
+  for name, counts in sorted(classes.items()):
+    lines.append(f'<tr><td>{e(name)}</td><td>{counts.get("ok", 0)}</td>'
+                 f'<td>{counts.get("failed", 0)}</td>'
+                 f'<td>{counts.get("skipped", 0)}</td></tr>')
+  lines.append('</table>')
+  return '\n'.join(lines)
+
+
+def _by_class(rows: List[ManifestRow], grouped: bool):
+  """[(class or None, rows)]: one group per class when the run was routed
+  (unclassified rows, e.g. skipped as done earlier, last), else one."""
+  if not grouped:
+    return [(None, rows)]
+  groups: Dict[str, List[ManifestRow]] = {}
+  for row in rows:
+    groups.setdefault(row.image_class or '(not classified this run)',
+                      []).append(row)
+  return sorted(groups.items(), key=lambda kv: (kv[0].startswith('('), kv[0]))
 
 
 def _sample_key(row: ManifestRow) -> Tuple[str, str]:

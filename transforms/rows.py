@@ -1,9 +1,9 @@
 """Manifest rows are built here, and only here, for every status."""
 
-from typing import Dict, Iterable, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
-from transforms.records import (Failure, InputFile, ManifestRow, Status,
-                                StyleRef, StylizedImage)
+from transforms.records import (DecodedImage, Failure, InputFile,
+                                ManifestRow, Status, StyleRef, StylizedImage)
 
 
 def row_info(model: str, params: Dict, run_id: str) -> Dict:
@@ -11,17 +11,20 @@ def row_info(model: str, params: Dict, run_id: str) -> Dict:
   return {'model': model, 'params': dict(params), 'run_id': run_id}
 
 
-def _row(input_uri: str, style: StyleRef, status: Status, info: Dict,
-         **fields) -> ManifestRow:
-  return ManifestRow(input=input_uri, style=style.uri, status=status,
-                     model=info['model'], params=dict(info['params']),
-                     run_id=info['run_id'], **fields)
+def _row(item: InputFile, style: Optional[StyleRef], status: Status,
+         info: Dict, **fields) -> ManifestRow:
+  """Every row: its input (with the class a router gave it), its style."""
+  return ManifestRow(input=item.uri, style=style.uri if style else None,
+                     status=status, model=info['model'],
+                     params=dict(info['params']), run_id=info['run_id'],
+                     image_class=item.image_class,
+                     class_score=item.class_score, **fields)
 
 
 def ok_row(item: StylizedImage, output: str, info: Dict,
            timings: Dict[str, float]) -> ManifestRow:
   height, width = item.pixels.shape[:2]
-  return _row(item.input.uri, item.style, Status.OK, info, output=output,
+  return _row(item.input, item.style, Status.OK, info, output=output,
               width=width, height=height, source_width=item.source_width,
               source_height=item.source_height, timings=dict(timings),
               taken_at=item.taken_at)
@@ -29,14 +32,14 @@ def ok_row(item: StylizedImage, output: str, info: Dict,
 
 def skipped_row(item: InputFile, style: StyleRef, output: str,
                 info: Dict) -> ManifestRow:
-  return _row(item.uri, style, Status.SKIPPED, info, output=output)
+  return _row(item, style, Status.SKIPPED, info, output=output)
 
 
 def failed_input_rows(item: InputFile, styles: Sequence[StyleRef], error: str,
                       info: Dict) -> Iterable[ManifestRow]:
   """An input that cannot be worked on: one failed row per style."""
   for style in styles:
-    yield _row(item.uri, style, Status.FAILED, info, error=error)
+    yield _row(item, style, Status.FAILED, info, error=error)
 
 
 def failure_rows(failure: Failure, styles: Sequence[StyleRef],
@@ -46,9 +49,18 @@ def failure_rows(failure: Failure, styles: Sequence[StyleRef],
   affected = [failure.style] if failure.style is not None else [
       s for s in styles if s.label in failure.input.todo]
   for style in affected:
-    yield _row(failure.input.uri, style, Status.FAILED, info,
+    yield _row(failure.input, style, Status.FAILED, info,
                error=failure.error, source_width=failure.source_width,
                source_height=failure.source_height,
                timings=dict(failure.timings))
 
 
+
+
+def unrouted_row(image: DecodedImage, info: Dict) -> ManifestRow:
+  """The one `skipped` row of an image whose class has no --route."""
+  item = image.input
+  return _row(item, None, Status.SKIPPED, info, error=(
+      f'route: class {item.image_class!r} has no --route, so no style '
+      'applies'), source_width=image.source_width,
+              source_height=image.source_height, timings=dict(image.timings))

@@ -132,6 +132,41 @@ def remove_own_temporary(layout: OutputLayout) -> None:
       os.rmdir(tmp)
 
 
+def write_atomically(uri: str, data: bytes,
+                     mime_type: str = 'application/octet-stream') -> None:
+  """Writes a file whole, for tools that own their output folder
+  (stylize-train's router folder); the job's own writes use write_file().
+
+  Object stores publish an upload whole; a local file is written beside its
+  final name as '.<name>.tmp-<random>' and renamed.
+  """
+  if is_object_store(uri):
+    use_anonymous_gcs_for_emulator()
+    with FileSystems.create(uri, mime_type=mime_type,
+                            compression_type='uncompressed') as f:
+      f.write(data)
+    return
+  folder, name = os.path.split(uri)
+  os.makedirs(folder or '.', exist_ok=True)
+  tmp = os.path.join(folder, f'.{name}.tmp-{uuid.uuid4().hex[:12]}')
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, uri)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def delete_below(folder: str) -> int:
+  """Deletes every file below folder (a tool's own folder); the count."""
+  stale = [e.path for e in iter_files(folder)]
+  if stale:
+    FileSystems.delete(stale)
+  return len(stale)
+
+
 # -------------------------------------------------------------------- list --
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,9 @@ class HubStylizer(Stylizer):
     self.handle = handle
     self.kind = kind
     self._tf = tf
-    target = path or handle
+    from transforms.models import tfhub
+    target = tfhub.resolve(path or handle)
+    tfhub.check_not_tf1(target, handle)
     try:
       self._model = hub.load(target)
     except Exception as e:  # pylint: disable=broad-except

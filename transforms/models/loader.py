@@ -6,7 +6,7 @@ from typing import Optional
 
 from transforms import paths
 from transforms.models.base import ModelLoadError, Stylizer
-from transforms.models import builtin, cache
+from transforms.models import builtin, cache, tfhub
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +36,14 @@ def load_stylizer(handle: str, threads: int = 0,
                   expected_sha256: Optional[str] = None) -> Stylizer:
   """Loads the model named by handle (copied to the local cache if remote).
 
+  A tfhub.dev handle is fetched from $TFHUB_MIRROR when that is set (the
+  job passes handles already rewritten for --tfhub_mirror).
+
   Raises:
     ModelLoadError: with a message that says what to fix.
   """
   original = handle
-  handle = cache.localize(handle)
+  handle = cache.localize(tfhub.mirrored(handle))
   if expected_sha256 and describe_model(handle) == 'hub':
     raise ModelLoadError(
         '--model_sha256 needs a model in files (local, gs:// or .tar.gz); a '

@@ -1,0 +1,1 @@
+"""stylize-train: transfer learning on a TF Hub feature model -> a router."""
