@@ -1,7 +1,10 @@
 # One image for Dataflow: the Flex Template launcher and the custom SDK
 # (worker) container, with TensorFlow and this package installed.
-#   docker build -t REGION-docker.pkg.dev/PROJECT/stylize/stylize:0.1.0 .
-# Keep the Beam version equal to the apache-beam installed by setup.py.
+#   IMAGE=REGION-docker.pkg.dev/PROJECT/stylize/stylize:0.1.0
+#   docker build --build-arg STYLIZE_IMAGE=$IMAGE -t $IMAGE .
+# (or: gcloud builds submit --config deploy/cloudbuild.yaml
+#        --substitutions _IMAGE=$IMAGE)
+# Keep the Beam version equal to the apache-beam pinned in setup.py.
 ARG BEAM_VERSION=2.77.0
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:latest AS launcher
 FROM apache/beam_python3.11_sdk:${BEAM_VERSION}
@@ -27,5 +30,10 @@ ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/beam_jobs/stylize.py
 ENV FLEX_TEMPLATE_PYTHON_SETUP_FILE=/template/setup.py
 # Everything is installed in the image: the launcher must not pip install.
 ENV PIP_NO_DEPS=True
+
+# The image names itself, so a launch from it starts workers from it too
+# (stylize sets --sdk_container_image from this when none is given).
+ARG STYLIZE_IMAGE=""
+ENV STYLIZE_SDK_CONTAINER_IMAGE=${STYLIZE_IMAGE}
 
 ENTRYPOINT ["/opt/apache/beam/boot"]

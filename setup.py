@@ -12,7 +12,10 @@ setuptools.setup(
                                                'training', 'training.*']),
     python_requires='>=3.10,<3.13',
     install_requires=[
-        'apache-beam[gcp]>=2.60,<3',
+        # Pinned to the tested minor version: the job reaches into Beam's
+        # portability runner (beam_jobs/runners.py), its GCS credential
+        # cache (transforms/storage.py) and FileSystem._list.
+        'apache-beam[gcp]>=2.77,<2.78',
         'tensorflow>=2.16,<2.22',
         'tensorflow-hub>=0.16,<0.17',
         # tensorflow_hub needs Keras 2 when TF ships Keras 3.

@@ -367,6 +367,27 @@ def _check_paths_reach_workers(o: 'StylizeOptions', model: str) -> None:
         f'{", ".join(local)}. Copy them to a bucket and give gs:// paths.')
 
 
+def _check_worker_image(options: PipelineOptions) -> None:
+  """Dataflow workers must start from the image that holds TensorFlow and
+  this package (Dockerfile); without one they would pip-install TensorFlow
+  at every boot. The image built by the Dockerfile names itself in
+  STYLIZE_SDK_CONTAINER_IMAGE, so a Flex Template launch from it needs no
+  flag."""
+  from apache_beam.options.pipeline_options import WorkerOptions
+  worker = options.view_as(WorkerOptions)
+  if worker.sdk_container_image:
+    return
+  image = os.environ.get('STYLIZE_SDK_CONTAINER_IMAGE')
+  if image:
+    worker.sdk_container_image = image
+    return
+  raise ConfigError(
+      'Dataflow workers need the stylize container (TensorFlow and this '
+      'package; see Dockerfile): give --sdk_container_image '
+      'REGION-docker.pkg.dev/PROJECT/stylize/stylize:TAG (and '
+      '--sdk_location=container).')
+
+
 def _input_spec(arg: str, output: str) -> paths.InputSpec:
   """One --input -> InputSpec, refusing inputs and outputs that overlap.
 
@@ -492,6 +513,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
   local = runners.is_local(options)
   if runners.is_dataflow(options):
     _check_paths_reach_workers(o, model)
+    _check_worker_image(options)
   try:
     if local:
       # A remote model is fetched into the local cache here, once.

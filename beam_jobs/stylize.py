@@ -129,14 +129,21 @@ def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
 
 
 def with_local_defaults(argv: List[str]) -> List[str]:
-  """Local runs use Beam's in-process runner, one bundle at a time.
+  """Beam flags the job sets unless the command line sets them.
 
-  Beam's DirectRunner multi_threading mode loses elements (see README
-  "Local runs"), so it is not the default; decoding and file I/O overlap
-  with inference through bounded pools inside the stages instead
-  (transforms/overlap.py). Given explicitly, --direct_running_mode and
-  --direct_num_workers are kept (validate() refuses multi_threading).
+  - Local runs use Beam's in-process runner, one bundle at a time. Beam's
+    DirectRunner multi_threading mode loses elements (see README "Local
+    runs"), so it is not the default; decoding and file I/O overlap with
+    inference through bounded pools inside the stages instead
+    (transforms/overlap.py). validate() refuses multi_threading.
+  - No runner pickles the launcher's __main__ session: every function the
+    workers run lives in this package, which they import (Beam saves the
+    main session by default on service runners with cloudpickle).
   """
+  argv = list(argv)
+  if not any(a.startswith(('--save_main_session', '--no_save_main_session'))
+             for a in argv):
+    argv.append('--no_save_main_session')
   flags = ('--direct_running_mode', '--direct_num_workers')
   if any(a.startswith(flags) for a in argv):
     return argv

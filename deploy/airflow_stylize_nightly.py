@@ -15,6 +15,7 @@ from airflow.providers.google.cloud.operators.dataflow import (
 PROJECT = 'PROJECT'
 REGION = 'REGION'
 BUCKET = 'BUCKET'
+IMAGE = f'{REGION}-docker.pkg.dev/{PROJECT}/stylize/stylize:0.1.0'
 
 with DAG(
     dag_id='stylize_nightly',
@@ -44,6 +45,8 @@ with DAG(
                   'machineType': 'n2-standard-8',
                   'maxWorkers': 20,
                   'tempLocation': f'gs://{BUCKET}/tmp',
+                  # Workers start from the same image (TensorFlow inside).
+                  'sdkContainerImage': IMAGE,
               },
           }
       },
