@@ -474,6 +474,10 @@ def validate(options: PipelineOptions, check_model: bool = True,
                       f'--tile_size, got {o.tile_overlap}.')
   _validate_photo_args(o)
 
+  if runners.is_dataflow(options):
+    # Before any I/O: flags that cannot work on Dataflow at all.
+    _check_paths_reach_workers(o, absolute_model(o.model))
+    _check_worker_image(options)
   output = canonical_uri(paths.absolute(o.output))
   specs = [_input_spec(arg, output) for arg in inputs]
   for list_file in lists:
@@ -511,9 +515,6 @@ def validate(options: PipelineOptions, check_model: bool = True,
   except ValueError as e:
     raise ConfigError(f'--tfhub_mirror: {e}') from None
   local = runners.is_local(options)
-  if runners.is_dataflow(options):
-    _check_paths_reach_workers(o, model)
-    _check_worker_image(options)
   try:
     if local:
       # A remote model is fetched into the local cache here, once.

@@ -180,6 +180,21 @@ def test_multi_threading_runner_is_refused(world):
                '--direct_num_workers=2'))
 
 
+def test_dataflow_refuses_local_paths(world):
+  with pytest.raises(ConfigError, match='Dataflow workers cannot read files '
+                     'on this machine: --input'):
+    check(args(world, '--runner=DataflowRunner',
+               '--sdk_container_image=img:1'))
+
+
+def test_dataflow_needs_the_worker_image(world, monkeypatch):
+  monkeypatch.delenv('STYLIZE_SDK_CONTAINER_IMAGE', raising=False)
+  gs = ['--input', 'gs://b/in', '--style', 'gs://b/s.jpg', '--output',
+        'gs://b/out', '--model', 'gs://b/m', '--runner=DataflowRunner']
+  with pytest.raises(ConfigError, match='--sdk_container_image'):
+    check(gs)
+
+
 def test_missing_input_list(world):
   with pytest.raises(ConfigError, match='--input_list'):
     check(args(world, '--input_list', str(world['tmp'] / 'list.txt')))
