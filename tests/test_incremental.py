@@ -33,6 +33,10 @@ def _small_job(tmp_path, samples, n):
   return inputs, out, argv
 
 
+def _count_files(folder):
+  return sum(len(files) for _, _, files in os.walk(folder))
+
+
 def _statuses(out):
   return {os.path.basename(r['input']): r['status'] for r in manifest_rows(out)}
 
@@ -91,13 +95,13 @@ def test_killed_run_then_rerun_processes_each_input_exactly_once(
   done_dir = out / '.stylize' / 'done'
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
-    if done_dir.exists() and len(os.listdir(done_dir)) >= 4:
+    if done_dir.exists() and _count_files(done_dir) >= 4:
       break
     time.sleep(0.02)
   assert proc.poll() is None, 'the run finished before it could be killed'
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  done_before = len(os.listdir(done_dir))
+  done_before = _count_files(done_dir)
   assert 4 <= done_before < 40
   assert not list(out.glob('manifest*.jsonl'))  # It died before the manifest.
   # What a write killed half-way leaves: a file in the run's temporary
