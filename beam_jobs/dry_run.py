@@ -70,7 +70,7 @@ def dry_run(job: JobConfig, options: PipelineOptions) -> Dict:
   with beam.Pipeline(options=local) as p:
     listed, ignored = p | 'ListInputs' >> ListInputs(
         job.input_specs, job.input_lists, job.layout)
-    todo, skipped, _ = listed | 'SkipDone' >> SkipDone(
+    todo, skipped, _, _ = listed | 'SkipDone' >> SkipDone(
         job.layout, job.styles, job.job_key,
         rows.row_info(job.model, job.row_params, job.run_id), job.force)
     entries = (todo

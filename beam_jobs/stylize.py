@@ -39,14 +39,13 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   row_info = rows.row_info(job.model, job.row_params, job.run_id)
   listed, ignored = p | 'ListInputs' >> ListInputs(
       job.input_specs, job.input_lists, layout)
-  # Counted before the reshuffle, so the total is known when work starts.
-  _ = listed | 'CountPairs' >> beam.ParDo(
-      RecordProgress(job.progress_dir, len(job.styles)))
   _ = p | 'RemoveStaleTemporary' >> RemoveStaleTemporary(layout)
-  # Spread the file records over the workers before any pixels are read.
-  files = listed | 'SpreadWork' >> beam.Reshuffle()
-  todo, skipped, unusable = files | 'SkipDone' >> SkipDone(
+  # The planning join merges aliases, skips done pairs and spreads the work
+  # over the workers by key, before any pixels are read.
+  todo, skipped, unusable, pairs = listed | 'SkipDone' >> SkipDone(
       layout, job.styles, job.job_key, row_info, job.force)
+  # The progress total: rows each input must give, known when work starts.
+  _ = pairs | 'CountPairs' >> beam.ParDo(RecordProgress(job.progress_dir))
   decoded, decode_failed = todo | 'ReadAndDecode' >> ReadAndDecode(
       job.max_size, job.max_input_pixels, job.max_input_bytes, job.keep_gps,
       job.io_threads)
@@ -88,7 +87,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
     info['routing'] = {'route_model': job.route_model,
                        'router_id': job.router_id,
                        'routes': {c: list(s) for c, s in job.routes.items()}}
-  all_rows, summary = (ok_rows, failures, other_rows, ignored, files,
+  all_rows, summary = (ok_rows, failures, other_rows, ignored, pairs,
                        row_deltas) | 'WriteManifest' >> WriteManifest(
       layout, job.styles, row_info, info, job.manifest_shards)
   report = (all_rows, summary) | 'WriteReport' >> WriteReport(

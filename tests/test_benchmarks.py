@@ -6,6 +6,7 @@ import json
 import pytest
 
 from benchmarks.run import main
+from benchmarks import scale
 from tests.conftest import shared_path
 
 
@@ -25,10 +26,13 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
   result = json.loads(open(files[0]).read())
   entry = result['sizes']['128']
   assert entry['limit_images_per_s'] > 0
-  assert set(entry['runs']) == {'in_process_n3', 'multi_process_n3'}
+  assert set(entry['runs']) == {'in_process_n3', 'in_process_no_overlap_n3',
+                                'multi_process_n3'}
+  assert entry['cpu_bound_limit_images_per_s'] < entry['limit_images_per_s']
   for run in entry['runs'].values():
     assert run['ok'] == 3 and run['peak_rss_mb'] > 0
     assert run['pipeline_over_limit'] > 0
+    assert run['pipeline_over_cpu_bound'] > 0
     assert set(run['stage_split_s']) == {'read_s', 'decode_s', 'stylize_s',
                                          'encode_s', 'write_s'}
   assert entry['fast_paths_s']['decode_draft_s'] > 0
@@ -41,3 +45,22 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
   from PIL import Image
   with Image.open(tmp_path / 'data' / 'cam_0000.jpg') as im:
     assert im.size == (4000, 3000) and im.getexif()[0x0110]
+
+
+@pytest.mark.slow
+def test_scale_harness_checks_every_run(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(scale, 'RESULTS', str(tmp_path / 'results'))
+  assert scale.main(['--sizes', '12', '20', '--data_dir',
+                     str(tmp_path / 'data')]) == 0
+  files = glob.glob(str(tmp_path / 'results' / 'scale-*.json'))
+  report = json.loads(open(files[0]).read())
+  runs = {(r['n'], r['kind']): r for r in report['runs']}
+  assert set(runs) == {(12, 'first'), (12, 'rerun'), (20, 'first'),
+                       (20, 'rerun')}
+  for (n, kind), r in runs.items():
+    assert r['exit_code'] == 0 and r['lost_pairs'] == 0
+    assert r['duplicate_rows'] == 0 and r['verdict'] == 'ok'
+    assert r['statuses'] == {'ok' if kind == 'first' else 'skipped': n}
+    assert r['peak_rss_mb'] > 0
+  assert set(report['ratios']) == {'small', 'large', 'first', 'rerun'}
+  assert 'ratios' in capsys.readouterr().out

@@ -8,6 +8,7 @@ from PIL import Image
 
 from tests.conftest import gradient
 from transforms.decode import ReadAndDecode
+from transforms.incremental import SkipDone
 from transforms.inputs import ListInputs, make_input_spec
 from transforms.layout import OutputLayout
 from transforms.records import InputFile, StyleRef
@@ -37,8 +38,15 @@ def test_list_inputs_recursive_unique_and_counted(tmp_path):
                      f'{root / "a" / ".." / "b" / "IMG_0001.jpg"}\n')
   specs = [make_input_spec(str(root))]
   lay = OutputLayout.create(str(tmp_path / 'out'), 'jpg', str(root))
+  style = StyleRef(uri='/s/waves.jpg', label='waves')
   with TestPipeline() as p:
-    files, ignored = p | ListInputs(specs, [str(listing)], lay)
+    listed, ignored = p | ListInputs(specs, [str(listing)], lay)
+    # The planning join makes the three spellings of one file one input.
+    files, _, _, pairs = listed | SkipDone(
+        lay, [style], 'job', {'model': 'm', 'params': {}, 'run_id': 'r'},
+        force=False)
+    assert_that(pairs | beam.combiners.Count.Globally(), equal_to([5]),
+                label='pairs')
     assert_that(
         files | beam.Map(lambda f: (f.uri[len(str(root)) + 1:], f.key)),
         equal_to([

@@ -13,7 +13,8 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from transforms.formats import register_heif
-from transforms.icc import SourceSpace, SrgbConverter, source_space
+from transforms.icc import (SourceSpace, SrgbConverter, shared_converter,
+                            source_space)
 from transforms.metadata import PhotoMetadata, read_metadata
 from transforms.overlap import OverlappedDoFn
 from transforms.records import DecodedImage, Failure, InputFile, describe_error
@@ -267,7 +268,7 @@ def decode_photo(data: bytes,
   im = _shrink(im, (new_h, new_w) if rotated else (new_w, new_h))
   if orientation in _TRANSPOSE:
     im = im.transpose(_TRANSPOSE[orientation])
-  im = _to_srgb(im, space, converter or SrgbConverter())
+  im = _to_srgb(im, space, converter or shared_converter())
   arr = np.asarray(im, dtype=np.uint8)
   if arr.ndim != 3 or arr.shape[2] != 3:
     raise DecodeError(f'unexpected decoded shape {arr.shape}')

@@ -15,7 +15,7 @@ from transforms.layout import OutputLayout
 from transforms.overlap import OverlappedDoFn
 from transforms.records import Failure, StylizedImage, describe_error
 from transforms.rows import ok_row
-from transforms.storage import use_anonymous_gcs_for_emulator, write_file
+from transforms.storage import Writer, use_anonymous_gcs_for_emulator
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,14 @@ class EncodeAndWriteFn(OverlappedDoFn):
     self._row_info = dict(row_info)
     self._job_key = job_key
     self._icc = None
+    self._writer = None
 
   def setup(self):
     super().setup()
     use_anonymous_gcs_for_emulator()
     # Pixels are sRGB (transforms/icc.py converts every input): say so.
     self._icc = srgb_profile()
+    self._writer = Writer(self._layout)
 
   def work(self, item: StylizedImage):
     timings = dict(item.timings)
@@ -93,10 +95,10 @@ class EncodeAndWriteFn(OverlappedDoFn):
                           exif=item.exif, icc_profile=self._icc)
       timings['encode_s'] = time.perf_counter() - start
       start = time.perf_counter()
-      write_file(self._layout, uri, data, MIME_TYPES[fmt])
+      self._writer.write(uri, data, MIME_TYPES[fmt])
       # The done marker comes after the output: a marker always means a
       # complete output (see transforms/incremental.py).
-      write_file(self._layout, self._layout.marker_uri(
+      self._writer.write(self._layout.marker_uri(
           item.style.label, item.input.key,
           identity_of(item.input, item.style, self._job_key)), b'')
       timings['write_s'] = time.perf_counter() - start

@@ -7,6 +7,7 @@ says nothing is taken as sRGB, as browsers and photo apps do.
 """
 
 import dataclasses
+import functools
 import hashlib
 import io
 import threading
@@ -155,9 +156,17 @@ def rgb_profile(space: RgbSpace) -> bytes:
   return header + body
 
 
+@functools.lru_cache(maxsize=1)
 def srgb_profile() -> bytes:
   """The sRGB profile outputs are tagged with (LittleCMS's built-in one)."""
   return ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+
+
+@functools.lru_cache(maxsize=1)
+def shared_converter() -> 'SrgbConverter':
+  """One converter per process for callers without their own (thumbnails,
+  style images); it is thread-safe and only caches transforms."""
+  return SrgbConverter()
 
 
 # --------------------------------------------------------- source spaces --
@@ -304,7 +313,10 @@ class SrgbConverter:
     is logged and the numbers are kept as they are: a photo is never lost
     over its colour profile.
     """
-    if space.icc is None:
+    if space.icc is None or (space.icc == srgb_profile() and
+                             im.mode == 'RGB'):
+      # No profile, or the very profile outputs carry (re-read outputs:
+      # report thumbnails): already sRGB.
       return im if im.mode == 'RGB' else im.convert('RGB')
     mode = self.profile_mode(space.icc)
     try:

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 SKIPPED = 'skipped'
 FAILED = 'failed'
+PAIRS = 'pairs'
 
 
 def identity_of(item: InputFile, style: StyleRef, job_key: str) -> str:
@@ -64,7 +65,13 @@ class ListOutputFolder(beam.DoFn):
 
 class PlanWork(beam.DoFn):
   """(key, {inputs, listed}) -> InputFile with the styles still to do;
-  'skipped' rows for done pairs; 'failed' rows for inputs with an error."""
+  'skipped' rows for done pairs; 'failed' rows for inputs with an error;
+  'pairs': the number of rows each input must give (one per style).
+
+  The inputs of one key are aliases of one file (the key is a function of
+  the canonical URI), reached through several --input or --input_list
+  entries: they are one input, so this join also deduplicates.
+  """
 
   def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
                job_key: str, row_info: Dict, force: bool):
@@ -77,28 +84,33 @@ class PlanWork(beam.DoFn):
 
   def process(self, joined) -> Iterable:
     key, groups = joined
+    aliases = list(groups['inputs'])
+    if not aliases:
+      return  # Outputs or markers of a file that is no input (any more).
     listed: List[Listed] = list(groups.get('listed', ()))
     outputs = {l.label for l in listed if l.kind == 'output'}
     markers = {(l.label, l.identity) for l in listed if l.kind == 'marker'}
-    for item in groups['inputs']:
-      if item.error:
-        for row in failed_input_rows(item, self._styles, item.error,
-                                     self._row_info):
-          yield beam.pvalue.TaggedOutput(FAILED, row)
-        continue
-      todo = []
-      for style in self._styles:
-        identity = identity_of(item, style, self._job_key)
-        if (not self._force and style.label in outputs and
-            (style.label, identity) in markers):
-          self._skipped.inc()
-          yield beam.pvalue.TaggedOutput(SKIPPED, skipped_row(
-              item, style, self._layout.output_uri(style.label, key),
-              self._row_info))
-        else:
-          todo.append(style.label)
-      if todo:
-        yield dataclasses.replace(item, todo=tuple(todo))
+    # One without an error wins (aliases differ only in how they failed).
+    item = min(aliases, key=lambda i: (bool(i.error), i.error))
+    yield beam.pvalue.TaggedOutput(PAIRS, len(self._styles))
+    if item.error:
+      for row in failed_input_rows(item, self._styles, item.error,
+                                   self._row_info):
+        yield beam.pvalue.TaggedOutput(FAILED, row)
+      return
+    todo = []
+    for style in self._styles:
+      identity = identity_of(item, style, self._job_key)
+      if (not self._force and style.label in outputs and
+          (style.label, identity) in markers):
+        self._skipped.inc()
+        yield beam.pvalue.TaggedOutput(SKIPPED, skipped_row(
+            item, style, self._layout.output_uri(style.label, key),
+            self._row_info))
+      else:
+        todo.append(style.label)
+    if todo:
+      yield dataclasses.replace(item, todo=tuple(todo))
 
 
 def _by_key(item: InputFile) -> Tuple[str, InputFile]:
@@ -107,11 +119,14 @@ def _by_key(item: InputFile) -> Tuple[str, InputFile]:
 
 
 class SkipDone(beam.PTransform):
-  """PCollection[InputFile] -> (work to do, skipped rows, failed rows).
+  """PCollection[InputFile] -> (work to do, skipped rows, failed rows,
+  rows expected per input).
 
   The style folders and markers below the output are listed inside the
-  pipeline, one folder per worker call, and joined to the inputs by key.
-  With force, nothing is listed and everything is done again.
+  pipeline, one folder per worker call, and joined to the inputs by key
+  (CoGroupByKey): aliases become one input, done pairs are skipped, and the
+  work is spread over the workers by key. With force, nothing is listed and
+  everything is done again.
   """
 
   def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
@@ -134,8 +149,8 @@ class SkipDone(beam.PTransform):
     planned = ({'inputs': keyed, 'listed': listed}
                | 'JoinDone' >> beam.CoGroupByKey()
                | 'Plan' >> beam.ParDo(self._plan).with_outputs(
-                   SKIPPED, FAILED, main='todo'))
-    return planned.todo, planned[SKIPPED], planned[FAILED]
+                   SKIPPED, FAILED, PAIRS, main='todo'))
+    return planned.todo, planned[SKIPPED], planned[FAILED], planned[PAIRS]
 
 
 class RemoveStaleTemporary(beam.PTransform):

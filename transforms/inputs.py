@@ -111,29 +111,17 @@ def list_file_entry(line: str, list_dir: str,
   return make_input(uri, storage.stat(uri), layout)
 
 
-def _one_per_uri(keyed: Tuple[str, Iterable[InputFile]]) -> InputFile:
-  """Aliases of one file (two inputs, a list and a folder) are one input.
-
-  They share the canonical URI and so the key; one without an error wins.
-  """
-  _, items = keyed
-  return min(items, key=lambda i: (bool(i.error), i.key, i.error))
-
-
 def _entries(line: str) -> List[str]:
   return list(paths.list_entries([line]))
-
-
-def _by_uri(item: InputFile) -> Tuple[str, InputFile]:
-  return item.uri, item
 
 
 class ListInputs(beam.PTransform):
   """PBegin -> PCollection[InputFile], plus an 'ignored' PCollection[str].
 
-  Patterns are expanded on the workers, never globbed in the launcher. Each
-  input appears once, keyed for its outputs. (The caller reshuffles the
-  result to spread the work.)
+  Patterns are expanded on the workers, never globbed in the launcher, and
+  every input is keyed for its outputs. A file reached twice (overlapping
+  inputs, a list and a folder) appears twice here, with one canonical URI
+  and key: SkipDone's join makes it one input.
   """
 
   def __init__(self, specs: Sequence[paths.InputSpec],
@@ -163,12 +151,9 @@ class ListInputs(beam.PTransform):
           | f'ListToInput{i}' >> beam.Map(list_file_entry,
                                           paths.dirname(list_file),
                                           self._layout))
-    files = (
-        branches
-        | 'AllInputs' >> beam.Flatten()
-        | 'KeyByUri' >> beam.Map(_by_uri)
-        | 'GroupByUri' >> beam.GroupByKey()
-        | 'OnePerUri' >> beam.Map(_one_per_uri))
+    # Aliases (the same file through two entries) are merged by the
+    # planning join (incremental.SkipDone), which groups by output key anyway.
+    files = branches | 'AllInputs' >> beam.Flatten()
     if ignored:
       ignored_pc = ignored | 'AllIgnored' >> beam.Flatten()
     else:

@@ -217,10 +217,10 @@ class WriteManifest(beam.PTransform):
 
   def expand(self, inputs):
     """inputs: (ok rows, Failures, (other row PCollections), ignored paths,
-    listed inputs, (row-count corrections)). Every listed input must
-    give one row per style, give or take its correction (routing, where an
-    image gives rows for its class's styles only)."""
-    ok_rows, failures, other_rows, ignored, listed, deltas = inputs
+    rows expected per input (ints), (row-count corrections)). The manifest
+    must hold exactly the expected rows: one per (input, style), give or
+    take the corrections (routing: rows for an image's class only)."""
+    ok_rows, failures, other_rows, ignored, expected_rows, deltas = inputs
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
         failure_rows, self._styles, self._row_info)
     rows = ((ok_rows, failed_rows) + tuple(other_rows)
@@ -234,8 +234,7 @@ class WriteManifest(beam.PTransform):
                  | 'Sorted' >> beam.Map(sorted))
     counts = rows | 'Count' >> beam.CombineGlobally(SummaryCombineFn())
     n_ignored = ignored | 'CountIgnored' >> beam.combiners.Count.Globally()
-    pairs = listed | 'PairsPerInput' >> beam.Map(
-        lambda _, k: k, len(self._styles))
+    pairs = expected_rows
     if deltas:
       pairs = (pairs,) + tuple(deltas) | 'WithCorrections' >> beam.Flatten()
     expected = pairs | 'ExpectedRows' >> beam.CombineGlobally(sum)

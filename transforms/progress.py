@@ -27,15 +27,38 @@ PAIRS = 'pairs'
 
 
 class _EventFile:
-  """Appends 'kind count' lines to this process's own file, thread-safely."""
+  """Appends 'kind count' lines to this process's own file, thread-safely.
+
+  Counts are gathered in memory and appended at most every FLUSH_S seconds
+  (and when the bundle ends): one file write per element would cost more
+  than the work it reports on small images.
+  """
+
+  FLUSH_S = 0.5
 
   def __init__(self, folder: str):
     self._path = os.path.join(folder, f'{os.getpid()}.log')
     self._lock = threading.Lock()
+    self._pending = collections.Counter()
+    self._last = time.monotonic()
 
   def write(self, kind: str, count: int = 1) -> None:
-    with self._lock, open(self._path, 'a', encoding='utf-8') as f:
-      f.write(f'{kind} {count}\n')
+    with self._lock:
+      self._pending[kind] += count
+      if time.monotonic() - self._last >= self.FLUSH_S:
+        self._flush_locked()
+
+  def flush(self) -> None:
+    with self._lock:
+      self._flush_locked()
+
+  def _flush_locked(self) -> None:
+    self._last = time.monotonic()
+    if not self._pending:
+      return
+    with open(self._path, 'a', encoding='utf-8') as f:
+      f.write(''.join(f'{k} {n}\n' for k, n in self._pending.items()))
+    self._pending.clear()
 
 
 class RecordProgress(beam.DoFn):
@@ -69,9 +92,19 @@ class RecordProgress(beam.DoFn):
     elif isinstance(element, Failure):  # One failed row per affected style.
       self._count('failed', 1 if element.style is not None else
                   len(element.input.todo))
+    elif isinstance(element, int):  # Rows an input will give.
+      self._count(PAIRS, element)
     else:  # An input: it will give one row per style.
       self._count(PAIRS, self._styles)
     return []
+
+  def finish_bundle(self):
+    if self._events:
+      self._events.flush()
+
+  def teardown(self):
+    if self._events:
+      self._events.flush()
 
 
 def read_events(folder: str) -> Dict[str, int]:

@@ -14,7 +14,7 @@ class Status(str, enum.Enum):
   SKIPPED = 'skipped'
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class InputFile:
   """One image to stylize.
 
@@ -43,7 +43,7 @@ class InputFile:
   class_score: Optional[float] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class StyleRef:
   """A style as named on the command line: one image, or a weighted blend.
 
@@ -103,7 +103,7 @@ class Failure:
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class ManifestRow:
   """One manifest line: the fate of one (input, style) pair.
 

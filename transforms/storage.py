@@ -58,41 +58,71 @@ def is_object_store(uri: str) -> bool:
 
 # ------------------------------------------------------------------ write --
 
+class Writer:
+  """Writes files inside the output folder, never half-written.
+
+  Every path is checked against the layout first (LayoutError if it is not
+  inside --output). An object store publishes an object only when its
+  upload completes, so it is written in place. A local file is written into
+  this run's temporary folder ({output}/.stylize/tmp/<run id>/) and renamed
+  into place: a run killed mid-write leaves only files in that folder, which
+  the next run removes. Nothing outside the job's own folder is ever
+  deleted. One Writer per DoFn instance: it remembers which folders it has
+  made and checked, so a write costs no extra system calls; it is safe to
+  share between threads (a race only repeats a check).
+  """
+
+  def __init__(self, layout: OutputLayout):
+    self._layout = layout
+    self._checked_dirs = set()
+    self._tmp_dir = None
+
+  def write(self, uri: str, data: bytes,
+            mime_type: str = 'application/octet-stream') -> None:
+    layout = self._layout
+    layout.check(uri)
+    if is_object_store(uri):
+      use_anonymous_gcs_for_emulator()
+      with FileSystems.create(uri, mime_type=mime_type,
+                              compression_type='uncompressed') as f:
+        f.write(data)
+      return
+    # Local files: os directly, for an atomic rename within one file system
+    # (Beam's LocalFileSystem.rename does not create the target's folder).
+    try:
+      self._write_local(uri, data)
+    except FileNotFoundError:
+      # A folder removed since it was made or checked: once more, afresh.
+      self._checked_dirs.clear()
+      self._tmp_dir = None
+      self._write_local(uri, data)
+
+  def _write_local(self, uri: str, data: bytes) -> None:
+    folder = os.path.dirname(uri)
+    if folder not in self._checked_dirs:
+      if not real_parent_inside(uri, self._layout.output):
+        raise LayoutError(f'{uri!r} would be written outside --output '
+                          'through a symbolic link')
+      os.makedirs(folder, exist_ok=True)
+      self._checked_dirs.add(folder)
+    if self._tmp_dir is None:
+      os.makedirs(self._layout.tmp_dir(), exist_ok=True)
+      self._tmp_dir = self._layout.tmp_dir()
+    tmp = os.path.join(self._tmp_dir, uuid.uuid4().hex)
+    try:
+      with open(tmp, 'wb') as f:
+        f.write(data)
+      os.replace(tmp, uri)
+    except BaseException:
+      with contextlib.suppress(OSError):
+        os.remove(tmp)
+      raise
+
+
 def write_file(layout: OutputLayout, uri: str, data: bytes,
                mime_type: str = 'application/octet-stream') -> None:
-  """Writes data to uri, inside the output folder, never half-written.
-
-  The path is checked against the layout (LayoutError if it is not inside
-  --output). An object store publishes an object only when its upload
-  completes, so it is written in place. A local file is written into this
-  run's temporary folder ({output}/.stylize/tmp/<run id>/) and renamed into
-  place: a run killed mid-write leaves only files in that folder, which the
-  next run removes. Nothing outside the job's own folder is ever deleted.
-  """
-  layout.check(uri)
-  if is_object_store(uri):
-    use_anonymous_gcs_for_emulator()
-    with FileSystems.create(uri, mime_type=mime_type,
-                            compression_type='uncompressed') as f:
-      f.write(data)
-    return
-  # Local files: os directly, for an atomic rename within one file system
-  # (Beam's LocalFileSystem.rename does not create the target's folder).
-  if not real_parent_inside(uri, layout.output):
-    raise LayoutError(f'{uri!r} would be written outside --output through a '
-                      'symbolic link')
-  tmp_dir = layout.tmp_dir()
-  os.makedirs(tmp_dir, exist_ok=True)
-  tmp = os.path.join(tmp_dir, uuid.uuid4().hex)
-  try:
-    with open(tmp, 'wb') as f:
-      f.write(data)
-    os.makedirs(os.path.dirname(uri), exist_ok=True)
-    os.replace(tmp, uri)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
+  """One write through a fresh Writer (for the job's few one-off files)."""
+  Writer(layout).write(uri, data, mime_type)
 
 
 def remove_stale_temporary(layout: OutputLayout) -> List[str]:
