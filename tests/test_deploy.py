@@ -48,3 +48,25 @@ def test_local_runs_default_to_the_single_threaded_in_memory_runner():
       '--save_main_session', '--runner=X']
   assert '--direct_running_mode=in_memory' in with_local_defaults(
       ['--runner=DirectRunner'])
+
+
+def test_tf_threads_per_runner_never_oversubscribe():
+  from apache_beam.options.pipeline_options import PipelineOptions
+  def threads(*flags):
+    return default_tf_threads(PipelineOptions(list(flags)))
+  assert threads() == 0  # In-process: TF's own default, all cores.
+  assert threads('--direct_running_mode=multi_processing',
+                 '--direct_num_workers=2') >= 1
+  for runner in ('DataflowRunner', 'PortableRunner', 'FlinkRunner',
+                 'SparkRunner'):
+    assert threads(f'--runner={runner}') == 1
+
+
+def test_local_runs_use_the_in_process_runner_directly():
+  """No DirectRunner detour through Prism (which downloads a binary when
+  online): the runner object is Beam's FnApiRunner."""
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+  from beam_jobs.runners import make_runner
+  assert isinstance(make_runner(parse(['--input', 'x'])),
+                    fn_runner.FnApiRunner)
+  assert make_runner(parse(['--runner=DataflowRunner'])) is None

@@ -12,7 +12,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.stylize import main
-from tests.conftest import ROOT, gradient, upload
+from tests.conftest import ROOT, gradient, shared_path, upload
 from tests.test_end_to_end import manifest_rows, summary
 
 
@@ -166,3 +166,36 @@ def test_dataflow_template_is_written_with_stages_and_image(
   assert any(image.encode() in p for p in payloads)
   # Nothing ran: no outputs, no summary.
   assert not FileSystems.exists(f'{bucket}/out/summary.json')
+
+
+@pytest.mark.slow
+def test_remote_launcher_needs_no_tensorflow(portable, tmp_path, samples):
+  """The launcher for a remote runner checks the job without importing
+  TensorFlow (no model download, no model run)."""
+  argv = _job(tmp_path, samples) + portable
+  code = ('import json, sys\n'
+          'from beam_jobs.stylize import run\n'
+          f'result = run({argv!r}, wait=False)\n'
+          'print(json.dumps({"tf": "tensorflow" in sys.modules, '
+          '"waited": result.waited}))\n')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, text=True,
+                        capture_output=True, timeout=300,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
+      'tf': False, 'waited': False}
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_stylize_fails_in_the_workers_setup(
+    portable, tmp_path, samples, capsys):
+  """A SavedModel that exists (the light launch check passes) but is no
+  style-transfer model fails the job in the workers' setup(), with the
+  same clear reason a local launch gives."""
+  features = shared_path('models', 'magenta-style-features-v1-256')
+  argv = _job(tmp_path, samples, n=1) + portable + ['--wait']
+  argv[argv.index('builtin')] = str(features)
+  code = main(argv)
+  err = capsys.readouterr().err
+  assert code == 1
+  assert 'failed on a 64x64 test image' in err

@@ -22,12 +22,12 @@ from transforms.progress import read_events
 from transforms.records import InputFile, StyleRef, StylizedImage
 
 
-def _photos(folder, n, start=0):
+def _photos(folder, n, start=0, size=(24, 16)):
   folder.mkdir(parents=True, exist_ok=True)
   for i in range(start, start + n):
     sub = folder / f'd{i % 3}'
     sub.mkdir(exist_ok=True)
-    gradient(24, 16, seed=i).save(sub / f'img{i:03d}.jpg')
+    gradient(*size, seed=i).save(sub / f'img{i:03d}.jpg')
 
 
 def _argv(tmp_path, samples, *extra):
@@ -175,7 +175,7 @@ def test_iter_files_streams_and_refuses_nothing_silently(tmp_path):
 
 
 def test_progress_moves_while_images_are_stylized(tmp_path, samples):
-  _photos(tmp_path / 'in', 30)
+  _photos(tmp_path / 'in', 30, size=(480, 360))
   progress = tmp_path / 'progress'
   progress.mkdir()
   seen = []
@@ -190,7 +190,7 @@ def test_progress_moves_while_images_are_stylized(tmp_path, samples):
   sampler = threading.Thread(target=sample)
   sampler.start()
   try:
-    run(_argv(tmp_path, samples, '--batch_size', '1'),
+    run(_argv(tmp_path, samples, '--batch_size', '1', '--max_size', '480'),
         progress_dir=str(progress))
   finally:
     stop.set()

@@ -10,7 +10,7 @@ identity is written (layout.marker_uri):
     {output}/.stylize/done/{style}/{key}.{format}.{sha1 of the identity}
 
 A rerun lists the style folders and the markers, streamed, and joins what it
-finds to the work list by input key with CoGroupByKey, so no worker holds the
+finds to the work list by input key (a GroupByKey join), so no worker holds the
 whole done set. A pair whose marker and output both exist is `skipped`;
 anything else is (re)done. A listing that fails stops the run
 (storage.ListingError): it is never read as "nothing done".
@@ -18,13 +18,13 @@ anything else is (re)done. A listing that fails stops the run
 
 import dataclasses
 import logging
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import storage
-from transforms.layout import Listed, OutputLayout, work_identity
+from transforms.layout import OutputLayout, work_identity
 from transforms.records import InputFile, StyleRef
 from transforms.rows import failed_input_rows, skipped_row
 
@@ -41,7 +41,8 @@ def identity_of(item: InputFile, style: StyleRef, job_key: str) -> str:
 
 
 class ListOutputFolder(beam.DoFn):
-  """A folder below {output} -> (input key, Listed) for each file of the job.
+  """A folder below {output} -> (input key, Listed.token()) for each file of
+  the job.
 
   Streams the listing (storage.iter_files), so memory does not grow with the
   number of outputs; files the job did not write are left out.
@@ -55,16 +56,16 @@ class ListOutputFolder(beam.DoFn):
   def setup(self):
     storage.use_anonymous_gcs_for_emulator()
 
-  def process(self, folder: str) -> Iterable[Tuple[str, Listed]]:
+  def process(self, folder: str) -> Iterable[Tuple[str, str]]:
     for entry in storage.iter_files(folder):
       listed = self._layout.parse_listed(entry.path)
       if listed is not None and listed.label in self._labels:
         self._listed.inc()
-        yield listed.key, listed
+        yield listed.key, listed.token()
 
 
 class PlanWork(beam.DoFn):
-  """(key, {inputs, listed}) -> InputFile with the styles still to do;
+  """(key, [InputFile | listing token]) -> InputFile with the styles to do;
   'skipped' rows for done pairs; 'failed' rows for inputs with an error;
   'pairs': the number of rows each input must give (one per style).
 
@@ -83,20 +84,26 @@ class PlanWork(beam.DoFn):
     self._skipped = Metrics.counter('stylize', 'skipped')
 
   def process(self, joined) -> Iterable:
-    key, groups = joined
-    aliases = list(groups['inputs'])
-    if not aliases:
-      return  # Outputs or markers of a file that is no input (any more).
-    listed: List[Listed] = list(groups.get('listed', ()))
-    outputs = {l.label for l in listed if l.kind == 'output'}
-    markers = {(l.label, l.identity) for l in listed if l.kind == 'marker'}
-    # One without an error wins (aliases differ only in how they failed).
-    item = min(aliases, key=lambda i: (bool(i.error), i.error))
-    yield beam.pvalue.TaggedOutput(PAIRS, len(self._styles))
+    key, values = joined
+    aliases, outputs, markers = [], set(), set()
+    for value in values:
+      if isinstance(value, InputFile):
+        aliases.append(value)
+      elif '/' in value:  # A marker: 'label/identity'.
+        markers.add(tuple(value.split('/', 1)))
+      else:  # An output: 'label'.
+        outputs.add(value)
+    if aliases:  # Else outputs of a file that is no input (any more).
+      # One without an error wins (aliases differ only in how they failed).
+      item = min(aliases, key=lambda i: (bool(i.error), i.error))
+      yield beam.pvalue.TaggedOutput(PAIRS, len(self._styles))
+      yield from self._plan(key, item, outputs, markers)
+
+  def _plan(self, key: str, item: InputFile, outputs, markers) -> Iterable:
     if item.error:
-      for row in failed_input_rows(item, self._styles, item.error,
-                                   self._row_info):
-        yield beam.pvalue.TaggedOutput(FAILED, row)
+      yield from (beam.pvalue.TaggedOutput(FAILED, row) for row in
+                  failed_input_rows(item, self._styles, item.error,
+                                    self._row_info))
       return
     todo = []
     for style in self._styles:
@@ -124,7 +131,7 @@ class SkipDone(beam.PTransform):
 
   The style folders and markers below the output are listed inside the
   pipeline, one folder per worker call, and joined to the inputs by key
-  (CoGroupByKey): aliases become one input, done pairs are skipped, and the
+  (GroupByKey): aliases become one input, done pairs are skipped, and the
   work is spread over the workers by key. With force, nothing is listed and
   everything is done again.
   """
@@ -146,8 +153,13 @@ class SkipDone(beam.PTransform):
               | 'SpreadFolders' >> beam.Reshuffle()
               | 'ListOutput' >> beam.ParDo(ListOutputFolder(self._layout,
                                                             labels)))
-    planned = ({'inputs': keyed, 'listed': listed}
-               | 'JoinDone' >> beam.CoGroupByKey()
+    # The join by key: a GroupByKey over both sides, told apart by type.
+    # Written so rather than with CoGroupByKey, whose tagging wraps every
+    # value once more: on the in-process runner, which holds a grouping in
+    # memory, that is a third more per listed file.
+    planned = ((keyed, listed)
+               | 'BothSides' >> beam.Flatten()
+               | 'JoinDone' >> beam.GroupByKey()
                | 'Plan' >> beam.ParDo(self._plan).with_outputs(
                    SKIPPED, FAILED, PAIRS, main='todo'))
     return planned.todo, planned[SKIPPED], planned[FAILED], planned[PAIRS]

@@ -198,6 +198,13 @@ class Listed:
   key: str
   identity: str = ''
 
+  def token(self) -> str:
+    """A compact form for the join: 'label' for an output, 'label/identity'
+    for a marker (labels hold no '/'). A short string per listed file keeps
+    the grouping of millions of them small."""
+    return self.label if self.kind == 'output' else (
+        f'{self.label}/{self.identity}')
+
 
 @dataclasses.dataclass(frozen=True)
 class OutputLayout:

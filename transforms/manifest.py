@@ -21,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import storage
 from transforms.layout import MANIFEST_SUFFIX, OutputLayout
 from transforms.records import ManifestRow, Status, StyleRef
-from transforms.rows import failure_rows
+from transforms.rows import failure_rows, with_run_fields
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,12 @@ def row_to_json(row: ManifestRow) -> str:
   return json.dumps(row.to_json_dict(), ensure_ascii=False, sort_keys=True)
 
 
-def row_to_line(row: ManifestRow) -> bytes:
+def row_to_line(row: ManifestRow, info: Optional[Dict] = None) -> bytes:
   """One manifest line. Names that are not valid UTF-8 (possible in local
   file names) are written as JSON \\u escapes, so every line stays valid
   UTF-8 JSON and reads back to the exact name."""
+  if info is not None:
+    row = with_run_fields(row, info)
   text = row_to_json(row)
   try:
     return text.encode('utf-8')
@@ -226,7 +228,7 @@ class WriteManifest(beam.PTransform):
     rows = ((ok_rows, failed_rows) + tuple(other_rows)
             | 'AllRows' >> beam.Flatten())
     written = (rows
-               | 'ToJson' >> beam.Map(row_to_line)
+               | 'ToJson' >> beam.Map(row_to_line, self._row_info)
                | 'WriteJsonl' >> beam.io.Write(
                    ManifestSink(self._layout, self._shards)))
     manifests = (written
