@@ -63,6 +63,19 @@ def default_tf_threads(options: PipelineOptions) -> int:
   return 1
 
 
+def worker_options(options: PipelineOptions) -> dict:
+  """The options local worker processes get: Beam's only.
+
+  Workers parse them before they import this package, so the job's own
+  flags would be logged as 'Discarding unparseable args: [...]' by every
+  worker process; they need none of them (the JobConfig travels inside the
+  pickled transforms).
+  """
+  from beam_jobs.flags import job_flag_names
+  own = job_flag_names()
+  return {k: v for k, v in options.get_all_options().items() if k not in own}
+
+
 def make_runner(options: PipelineOptions):
   """The runner object for a local run (None: let Beam pick by name).
 
@@ -77,6 +90,6 @@ def make_runner(options: PipelineOptions):
   from apache_beam.runners.portability.fn_api_runner import fn_runner
   from apache_beam.runners.portability.portable_runner import JobServiceHandle
   encoded = JobServiceHandle.encode_pipeline_options(
-      options.get_all_options())
+      worker_options(options))
   return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))

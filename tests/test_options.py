@@ -89,7 +89,7 @@ def test_tf_threads_not_negative(world):
 
 
 def test_output_format_choices(world):
-  with pytest.raises(SystemExit):
+  with pytest.raises(ConfigError, match="--output_format: invalid choice: 'gif'"):
     parse(args(world, '--output_format', 'gif')).view_as(StylizeOptions)
 
 
@@ -119,7 +119,7 @@ def test_avif_output_needs_a_pillow_with_avif(world, monkeypatch):
   job = check(args(world, '--output_format', 'avif'))
   assert job.output_format == 'avif'
   # A Pillow built without libavif (older than 11.3, or built from source).
-  monkeypatch.setattr('beam_jobs.options.avif_supported', lambda: False)
+  monkeypatch.setattr('beam_jobs.validation.avif_supported', lambda: False)
   with pytest.raises(ConfigError, match='--output_format avif needs Pillow'):
     check(args(world, '--output_format', 'avif'))
 
