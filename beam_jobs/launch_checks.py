@@ -6,9 +6,12 @@ probe object, written and deleted), and a model is only loaded for local
 runs that will use it.
 """
 
+import contextlib
 import os
+import shutil
+import tempfile
 import uuid
-from typing import List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -92,6 +95,35 @@ def load_styles(styles: List[StyleRef], style_size: int,
         raise ConfigError(f'{flag} {uri!r} is not a readable image: '
                           f'{e}') from None
   return pixels
+
+
+def model_cache_dirs() -> List[str]:
+  """Folders a model check may create: this job's model cache and
+  tensorflow_hub's download cache (its default, or $TFHUB_CACHE_DIR)."""
+  from transforms.models.builtin import cache_dir
+  hub = os.environ.get('TFHUB_CACHE_DIR') or os.path.join(
+      tempfile.gettempdir(), 'tfhub_modules')
+  return [cache_dir(), hub]
+
+
+def _holds_files(folder: str) -> bool:
+  return any(files for _, _, files in os.walk(folder))
+
+
+@contextlib.contextmanager
+def no_new_empty_folders(folders: Sequence[str]) -> Iterator[None]:
+  """On an error, removes those of folders that did not exist before and
+  hold no file now (e.g. tensorflow_hub creates its cache folder before a
+  download that fails), so a configuration error leaves nothing behind."""
+  new = [f for f in folders if not paths.has_scheme(f) and
+         not os.path.lexists(f)]
+  try:
+    yield
+  except Exception:
+    for folder in new:
+      if os.path.isdir(folder) and not _holds_files(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+    raise
 
 
 def model_kind(source: str, sha256: Optional[str], light: bool) -> str:

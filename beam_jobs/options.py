@@ -155,13 +155,14 @@ def validate(options: PipelineOptions, check_model: bool = True,
     raise ConfigError(f'--tfhub_mirror: {e}') from None
   local = runners.is_local(options)
   dry = is_dry_run(options)
-  kind = launch_checks.model_kind(source, o.model_sha256,
-                                  light=dry or not local)
-  if check_model and local and not dry:
-    launch_checks.try_model(source, style_pixels[0], tf_threads,
-                            o.model_sha256)
-    if routing:
-      routing_checks.check_router(routing['route_model'], tf_threads)
+  with launch_checks.no_new_empty_folders(launch_checks.model_cache_dirs()):
+    kind = launch_checks.model_kind(source, o.model_sha256,
+                                    light=dry or not local)
+    if check_model and local and not dry:
+      launch_checks.try_model(source, style_pixels[0], tf_threads,
+                              o.model_sha256)
+      if routing:
+        routing_checks.check_router(routing['route_model'], tf_threads)
 
   style_params = StyleParams(strength=o.style_strength,
                              preserve_colors=bool(o.preserve_colors),

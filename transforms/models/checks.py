@@ -78,7 +78,7 @@ def check_model(handle: str, sha256: Optional[str] = None,
     if sha256:
       raise ModelLoadError('--model_sha256 does not apply to "builtin".')
     return 'builtin'
-  handle = embedded.resolve(handle)
+  name, handle = handle, embedded.resolve(handle)
   if handle.startswith(('http://', 'https://')):
     if sha256:
       raise ModelLoadError(
@@ -104,7 +104,7 @@ def check_model(handle: str, sha256: Optional[str] = None,
     actual = digest(handle)
     if actual.lower() != sha256.strip().lower():
       raise ModelLoadError(
-          f'model {handle!r} has SHA-256 {actual}, not the expected {sha256} '
+          f'model {name!r} has SHA-256 {actual}, not the expected {sha256} '
           '(--model_sha256): the model changed or is not the one you meant. '
           'Refusing to use it.')
   return kind
