@@ -64,16 +64,20 @@ def default_tf_threads(options: PipelineOptions) -> int:
 
 
 def worker_options(options: PipelineOptions) -> dict:
-  """The options local worker processes get: Beam's only.
+  """The options local worker processes get: Beam's that differ from their
+  defaults.
 
   Workers parse them before they import this package, so the job's own
   flags would be logged as 'Discarding unparseable args: [...]' by every
   worker process; they need none of them (the JobConfig travels inside the
-  pickled transforms).
+  pickled transforms). Defaults are left out because Beam turns a default
+  True of a flag declared as --no_x into '--x', which no parser knows (the
+  same warning, for --pipeline_type_check and others).
   """
   from beam_jobs.flags import job_flag_names
   own = job_flag_names()
-  return {k: v for k, v in options.get_all_options().items() if k not in own}
+  return {k: v for k, v in options.get_all_options(drop_default=True).items()
+          if k not in own}
 
 
 def make_runner(options: PipelineOptions):
