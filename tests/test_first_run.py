@@ -97,16 +97,6 @@ def test_magenta_lite_is_a_network_builtin_a_colour_transfer(world):
       assert rows['a.jpg']['params']['strength_mode'] == 'pixel-blend'
 
 
-def test_quickstart_config_uses_the_embedded_network(tmp_path, monkeypatch,
-                                                     capsys):
-  monkeypatch.chdir(ROOT)
-  assert main(['--config', 'configs/local.yaml', '--output',
-               str(tmp_path / 'quick'), '--quiet']) == 0
-  assert 'ok 8   failed 0' in capsys.readouterr().out
-  done = summary(tmp_path / 'quick')
-  assert done['model'] == 'magenta-lite' and done['counts']['ok'] == 8
-
-
 def test_embedded_model_digest_is_the_same_light_and_loaded():
   files = embedded.resolve('magenta-lite')
   assert checks.digest(files) == cache.model_digest(files)

@@ -198,3 +198,20 @@ def test_console_scripts_of_this_install(tmp_path):
       pytest.fail(f'stylize is not installed in {bin_dir}')
     pytest.skip(f'stylize is not installed in {bin_dir} (pip install -e .)')
   check_scripts(bin_dir, tmp_path, 'builtin')
+
+
+def test_dockerfile_copies_what_pip_install_needs():
+  """The Dataflow image installs the package with `pip install .`: the files
+  pyproject.toml names (readme, packages, package data) must be copied
+  before that, and .dockerignore must not drop the embedded model."""
+  text = (ROOT / 'Dockerfile').read_text()
+  before = text.split('RUN pip install', 1)[0]
+  copied = set()
+  for line in before.splitlines():
+    words = line.split()
+    if words[:1] == ['COPY'] and not words[1].startswith('--'):
+      copied.update(words[1:-1])
+  assert {'pyproject.toml', 'setup.py', 'README.md', 'beam_jobs', 'transforms',
+          'training'} <= copied
+  ignored = (ROOT / '.dockerignore').read_text().split()
+  assert not [p for p in ignored if 'tflite' in p or p.startswith('transforms')]
