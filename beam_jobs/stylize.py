@@ -130,15 +130,26 @@ def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
   if wants_help(argv):
     help_parser().print_help()
     raise SystemExit(0)
-  argv = merge_config(argv)
-  # Beam's --dry_run takes a value; a bare --dry_run means true.
-  argv = ['--dry_run=true' if a == '--dry_run' else a for a in argv]
+  argv = bare_dry_run_means_true(merge_config(argv))
   check_flags(argv)
   argv = with_local_defaults(argv)
   options = PipelineOptions(argv)
   FileSystems.set_options(options)
   use_anonymous_gcs_for_emulator()
   return options
+
+
+def bare_dry_run_means_true(argv: List[str]) -> List[str]:
+  """Beam's --dry_run takes a value: a bare --dry_run means --dry_run=true
+  ('--dry_run false' keeps its value)."""
+  out = []
+  for i, arg in enumerate(argv):
+    following = argv[i + 1].lower() if i + 1 < len(argv) else ''
+    if arg == '--dry_run' and following not in ('true', 'false', '1', '0',
+                                                'yes', 'no', 'on', 'off'):
+      arg = '--dry_run=true'
+    out.append(arg)
+  return out
 
 
 def with_local_defaults(argv: List[str]) -> List[str]:
@@ -278,8 +289,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   logging.basicConfig(level=logging.WARNING,
                       format='%(levelname)s %(name)s: %(message)s')
   logging.getLogger('beam_jobs').setLevel(logging.INFO)
-  logging.getLogger('apache_beam.runners.portability.local_job_service'
-                    ).addFilter(_drop_known_worker_noise)
+  job_service = logging.getLogger(
+      'apache_beam.runners.portability.local_job_service')
+  if _drop_known_worker_noise not in job_service.filters:
+    job_service.addFilter(_drop_known_worker_noise)
   argv = list(sys.argv[1:] if argv is None else argv)
   if wants_help(argv):
     help_parser().print_help()

@@ -193,3 +193,11 @@ def test_python_dash_m_calls_itself_stylize(world):
     assert failed.returncode == 2, failed.stderr
     assert failed.stderr.startswith('stylize: error: '), failed.stderr
     assert 'stylize.py' not in failed.stderr + failed.stdout
+
+
+def test_dry_run_bare_or_with_a_value(world):
+  from beam_jobs.flags import is_dry_run
+  assert is_dry_run(parse(job_args(world, '--dry_run')))
+  assert is_dry_run(parse(job_args(world, '--dry_run', 'true')))
+  assert not is_dry_run(parse(job_args(world, '--dry_run', 'false')))
+  assert is_dry_run(parse(['--dry_run'] + job_args(world)))
