@@ -176,23 +176,22 @@ def _tree(root: pathlib.Path):
   return sorted(str(p.relative_to(root)) for p in root.rglob('*'))
 
 
-def _temp_entries():
-  return {n for n in os.listdir(tempfile.gettempdir())
-          if n.startswith(('stylize-', 'tfhub_modules'))}
-
-
 @pytest.mark.parametrize('kind', sorted(CONFIG_ERRORS))
-def test_config_error_creates_nothing(world, kind, monkeypatch, capsys):
+def test_config_error_creates_nothing(world, kind, monkeypatch, capsys,
+                                      tmp_path_factory):
   monkeypatch.chdir(world['tmp'])
   monkeypatch.setenv('STYLIZE_CACHE_DIR', str(world['tmp'] / 'cache'))
   monkeypatch.setenv('TFHUB_CACHE_DIR', str(world['tmp'] / 'tfhub'))
   monkeypatch.delenv('STYLIZE_SDK_CONTAINER_IMAGE', raising=False)
+  # A private temporary folder: the job's own temporary files must go too.
+  temp = tmp_path_factory.mktemp('system-temp')
+  monkeypatch.setattr(tempfile, 'tempdir', str(temp))
   extra = CONFIG_ERRORS[kind](world)
-  before, temp_before = _tree(world['tmp']), _temp_entries()
+  before = _tree(world['tmp'])
   assert main(job_args(world, '--model', 'builtin') + extra) == 2
   assert capsys.readouterr().err.startswith('stylize: error: ')
   assert _tree(world['tmp']) == before  # No output, cache or anything else.
-  assert _temp_entries() <= temp_before
+  assert not list(temp.iterdir())
 
 
 # ------------------------------------------------------ a clean terminal --
