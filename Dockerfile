@@ -4,7 +4,7 @@
 #   docker build --build-arg STYLIZE_IMAGE=$IMAGE -t $IMAGE .
 # (or: gcloud builds submit --config deploy/cloudbuild.yaml
 #        --substitutions _IMAGE=$IMAGE)
-# Keep the Beam version equal to the apache-beam pinned in setup.py.
+# Keep the Beam version equal to the apache-beam pinned in pyproject.toml.
 ARG BEAM_VERSION=2.77.0
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:latest AS launcher
 FROM apache/beam_python3.11_sdk:${BEAM_VERSION}
@@ -13,14 +13,18 @@ COPY --from=launcher /opt/google/dataflow/python_template_launcher \
      /opt/google/dataflow/python_template_launcher
 
 WORKDIR /template
-COPY setup.py README.md ./
+# pyproject.toml declares the package; setup.py is the shim Flex Templates
+# and --setup_file name.
+COPY pyproject.toml setup.py README.md ./
 COPY beam_jobs beam_jobs
+# transforms/ carries the embedded magenta-lite model (package data).
 COPY transforms transforms
 # stylize-train's feature-extraction DoFns run on the same workers.
 COPY training training
 COPY configs configs
 RUN pip install --no-cache-dir . \
- && python -c "import tensorflow, tensorflow_hub, tf_keras, ai_edge_litert, beam_jobs.stylize, beam_jobs.train"
+ && python -c "import tensorflow, tensorflow_hub, tf_keras, ai_edge_litert, beam_jobs.stylize, beam_jobs.train" \
+ && python -c "from transforms.models import embedded; embedded.resolve('magenta-lite')"
 
 # The builtin model is exported at build time so workers need not.
 ENV STYLIZE_CACHE_DIR=/opt/stylize-cache

@@ -9,6 +9,7 @@ from typing import Dict, List
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_jobs import runners
 from beam_jobs.options import JobConfig
 from transforms import paths, rows
 from transforms.incremental import SkipDone
@@ -62,12 +63,17 @@ def dry_run(job: JobConfig, options: PipelineOptions) -> Dict:
   lists files and reads metadata), writes nothing to the output folder, and
   never loads the model.
   """
+  with tempfile.TemporaryDirectory(prefix='stylize-dry-') as tmp:
+    return _plan(job, os.path.join(tmp, 'plan.json'))
+
+
+def _plan(job: JobConfig, result_path: str) -> Dict:
   roots = [s.root for s in job.input_specs]
   label_by_uri = {s.uri: s.label for s in job.styles}
-  result_path = os.path.join(tempfile.mkdtemp(prefix='stylize-dry-'),
-                             'plan.json')
-  local = PipelineOptions(['--runner=DirectRunner'])
-  with beam.Pipeline(options=local) as p:
+  local = PipelineOptions(['--runner=DirectRunner',
+                           '--direct_running_mode=in_memory',
+                           '--direct_num_workers=1'])
+  with beam.Pipeline(runner=runners.make_runner(local), options=local) as p:
     listed, ignored = p | 'ListInputs' >> ListInputs(
         job.input_specs, job.input_lists, job.layout)
     todo, skipped, _, _ = listed | 'SkipDone' >> SkipDone(

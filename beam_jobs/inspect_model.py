@@ -13,10 +13,12 @@ import numpy as np
 
 def resolved_path(handle: str) -> str:
   """Where the model's files are on this machine."""
-  from transforms.models import builtin, cache
+  from transforms.models import builtin, cache, embedded
   from transforms.models.loader import describe_model
   if handle == builtin.BUILTIN_NAME:
     return builtin.builtin_path()
+  if embedded.is_embedded(handle):
+    return embedded.folder(handle)
   if describe_model(handle) == 'hub':
     from transforms.models import tfhub
     # TF Hub's cache ($TFHUB_CACHE_DIR), fetched from $TFHUB_MIRROR if set.
@@ -51,13 +53,19 @@ def inspect(handle: str, size: int = 384, threads: int = 0,
   return info
 
 
+PROG = 'stylize-inspect'
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+  # See beam_jobs/stylize.py main() and transforms/native_logs.py.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   parser = argparse.ArgumentParser(
-      prog='stylize-inspect',
+      prog=PROG, allow_abbrev=False,
       description='Load a model the way the pipeline does and describe it.')
-  parser.add_argument('handle', help='builtin, a SavedModel folder or .tar.gz, '
-                      'a TF Lite folder or pair, gs:// paths, or a TF Hub handle')
+  parser.add_argument('handle', metavar='HANDLE',
+                      help='magenta-lite, builtin, a SavedModel folder or '
+                      '.tar.gz, a TF Lite folder or pair, gs:// paths, or a '
+                      'TF Hub handle (what stylize --model takes)')
   parser.add_argument('--size', type=int, default=384,
                       help='side of the test image for the timed call')
   parser.add_argument('--tf_threads', type=int, default=0)
@@ -71,7 +79,11 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     info = inspect(args.handle, args.size, args.tf_threads, args.model_sha256)
   except ModelLoadError as e:
-    print(f'stylize-inspect: error: {e}', file=sys.stderr)
+    # The messages are shared with stylize, where the handle is --model.
+    message = str(e).replace('--model ', 'HANDLE ').replace('--model:',
+                                                            'HANDLE:')
+    print(f'{PROG}: error: HANDLE {args.handle!r}: {message}',
+          file=sys.stderr)
     return 2
   if args.json:
     print(json.dumps(info, indent=2, default=str))

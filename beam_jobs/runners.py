@@ -63,6 +63,23 @@ def default_tf_threads(options: PipelineOptions) -> int:
   return 1
 
 
+def worker_options(options: PipelineOptions) -> dict:
+  """The options local worker processes get: Beam's that differ from their
+  defaults.
+
+  Workers parse them before they import this package, so the job's own
+  flags would be logged as 'Discarding unparseable args: [...]' by every
+  worker process; they need none of them (the JobConfig travels inside the
+  pickled transforms). Defaults are left out because Beam turns a default
+  True of a flag declared as --no_x into '--x', which no parser knows (the
+  same warning, for --pipeline_type_check and others).
+  """
+  from beam_jobs.flags import job_flag_names
+  own = job_flag_names()
+  return {k: v for k, v in options.get_all_options(drop_default=True).items()
+          if k not in own}
+
+
 def make_runner(options: PipelineOptions):
   """The runner object for a local run (None: let Beam pick by name).
 
@@ -77,6 +94,6 @@ def make_runner(options: PipelineOptions):
   from apache_beam.runners.portability.fn_api_runner import fn_runner
   from apache_beam.runners.portability.portable_runner import JobServiceHandle
   encoded = JobServiceHandle.encode_pipeline_options(
-      options.get_all_options())
+      worker_options(options))
   return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))

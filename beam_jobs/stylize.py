@@ -14,8 +14,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import runners
-from beam_jobs.options import (ConfigError, JobConfig, StylizeOptions,
-                               is_dry_run, merge_config, validate)
+from beam_jobs.config import merge_config
+from beam_jobs.errors import ConfigError
+from beam_jobs.flags import (PROG, StylizeOptions, check_flags, help_parser,
+                             is_dry_run, wants_help)
+from beam_jobs.options import JobConfig, validate
 from transforms import rows
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeAndWrite
@@ -114,17 +117,38 @@ def _route(decoded, job: JobConfig, row_info):
 def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
   """Options from argv (and --config); also set for Beam FileSystems.
 
-  With STORAGE_EMULATOR_HOST set (a GCS emulator), GCS is used anonymously
-  at once (see transforms.storage.use_anonymous_gcs_for_emulator).
+  -h/--help prints the job's flags and exits (SystemExit 0). With
+  STORAGE_EMULATOR_HOST set (a GCS emulator), GCS is used anonymously at
+  once (see transforms.storage.use_anonymous_gcs_for_emulator).
+
+  Raises:
+    ConfigError: an unknown flag or --config key (naming the nearest real
+      one), a stray value, or a value of the wrong type.
   """
-  argv = merge_config(list(sys.argv[1:] if argv is None else argv))
-  # Beam's --dry_run takes a value; a bare --dry_run means true.
-  argv = ['--dry_run=true' if a == '--dry_run' else a for a in argv]
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if wants_help(argv):
+    help_parser().print_help()
+    raise SystemExit(0)
+  argv = bare_dry_run_means_true(merge_config(argv))
+  check_flags(argv)
   argv = with_local_defaults(argv)
   options = PipelineOptions(argv)
   FileSystems.set_options(options)
   use_anonymous_gcs_for_emulator()
   return options
+
+
+def bare_dry_run_means_true(argv: List[str]) -> List[str]:
+  """Beam's --dry_run takes a value: a bare --dry_run means --dry_run=true
+  ('--dry_run false' keeps its value)."""
+  out = []
+  for i, arg in enumerate(argv):
+    following = argv[i + 1].lower() if i + 1 < len(argv) else ''
+    if arg == '--dry_run' and following not in ('true', 'false', '1', '0',
+                                                'yes', 'no', 'on', 'off'):
+      arg = '--dry_run=true'
+    out.append(arg)
+  return out
 
 
 def with_local_defaults(argv: List[str]) -> List[str]:
@@ -201,6 +225,10 @@ def read_summary(output: str) -> dict:
     return json.loads(f.read().decode('utf-8'))
 
 
+# The closing summary names this many ignored files (summary.json more).
+IGNORED_SHOWN = 3
+
+
 def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
   counts = summary['counts']
   total = summary['total']
@@ -215,6 +243,13 @@ def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
       f"{summary.get('files_ignored', 0)}",
       f"  output: {summary['output']}",
   ]
+  ignored = summary.get('ignored_files') or []
+  if ignored:
+    more = summary.get('files_ignored', len(ignored)) - IGNORED_SHOWN
+    lines.append('  ignored (not images): ' +
+                 ', '.join(ignored[:IGNORED_SHOWN]) +
+                 (f' and {more} more (the first {len(ignored)} in '
+                  'summary.json)' if more > 0 else ''))
   for reason in summary.get('top_failure_reasons', [])[:5]:
     lines.append(f"  failed x{reason['count']}: {reason['reason']}")
   return '\n'.join(lines)
@@ -237,15 +272,30 @@ def _job_failed(output: Optional[str], error: BaseException) -> int:
   return 1
 
 
+def _drop_known_worker_noise(record: logging.LogRecord) -> bool:
+  """Local worker processes warn that no main session was saved: by design
+  (the package is imported instead; see with_local_defaults)."""
+  return 'No semi_persistent_directory found' not in record.getMessage()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   """The console entry point: runs the job with progress and a summary."""
-  # TF's C++ INFO/WARNING lines drown the job's own output; errors still show
-  # and surface as Python exceptions. Must be set before TF is imported.
+  # TF's C++ INFO/WARNING lines drown the job's own output; TF is imported
+  # through transforms/native_logs.py, which also drops absl's start-up
+  # noise; errors still show and surface as Python exceptions. Set before TF
+  # is imported, so worker processes inherit it.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logging.basicConfig(level=logging.WARNING,
                       format='%(levelname)s %(name)s: %(message)s')
   logging.getLogger('beam_jobs').setLevel(logging.INFO)
+  job_service = logging.getLogger(
+      'apache_beam.runners.portability.local_job_service')
+  if _drop_known_worker_noise not in job_service.filters:
+    job_service.addFilter(_drop_known_worker_noise)
   argv = list(sys.argv[1:] if argv is None else argv)
+  if wants_help(argv):
+    help_parser().print_help()
+    return 0
   output = None
   try:
     options = parse(argv)
@@ -268,7 +318,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       if progress_dir:
         shutil.rmtree(progress_dir, ignore_errors=True)
   except ConfigError as e:
-    print(f'stylize: error: {e}', file=sys.stderr)
+    print(f'{PROG}: error: {e}', file=sys.stderr)
     return 2
   except Exception as e:  # pylint: disable=broad-except
     logger.debug('The job failed', exc_info=True)

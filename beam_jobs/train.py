@@ -16,7 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs.options import ConfigError, _probe_output_writable
+from beam_jobs.errors import ConfigError
+from beam_jobs.launch_checks import probe_output_writable
 from transforms import paths
 
 logger = logging.getLogger(__name__)
@@ -80,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _boolean(text) -> bool:
-  from beam_jobs.options import _boolean as parse_bool
-  return parse_bool(text)
+  from beam_jobs.flags import boolean
+  return boolean(text)
 
 
 @dataclasses.dataclass
@@ -112,34 +113,20 @@ class TrainConfig:
   verbose: bool
 
 
-def _beam_flag_names() -> set:
-  """Flag names Beam's own option classes declare."""
-  names = set()
-  for cls in PipelineOptions.__subclasses__():
-    if not cls.__module__.startswith('apache_beam'):
-      continue
-    parser = argparse.ArgumentParser(add_help=False)
-    try:
-      cls._add_argparse_args(parser)  # pylint: disable=protected-access
-    except Exception:  # pylint: disable=broad-except
-      continue
-    for action in parser._actions:  # pylint: disable=protected-access
-      names.update(s.lstrip('-') for s in action.option_strings)
-  return names
-
-
 def split_args(argv: Sequence[str]):
   """(our args, Beam's argv). Anything that is neither is an error (a
-  typo must not be dropped silently, as Beam would)."""
+  typo must not be dropped silently, as Beam would) naming the nearest
+  real flag."""
+  from beam_jobs.flags import beam_flag_names, unknown_flag_message
   parser = build_parser()
   args, rest = parser.parse_known_args(list(argv))
-  known = _beam_flag_names()
+  known = beam_flag_names()
+  own = {a.dest for a in parser._actions}  # pylint: disable=protected-access
   for arg in rest:
-    if arg.startswith('--'):
-      name = arg[2:].split('=', 1)[0]
+    if arg.startswith('-'):
+      name = arg.lstrip('-').split('=', 1)[0]
       if name not in known:
-        raise ConfigError(f'unknown flag --{name} (see {PROG} --help; Beam '
-                          'flags such as --runner pass through).')
+        raise ConfigError(unknown_flag_message(arg, own, known, PROG))
   return args, rest
 
 
@@ -204,7 +191,7 @@ def validate(args: argparse.Namespace) -> TrainConfig:
   if small:
     raise ConfigError(f'each class needs at least 2 images (one to train on, '
                       f'one to validate with); too few in {small}.')
-  _probe_output_writable(output)
+  probe_output_writable(output)
 
   try:
     feature = FeatureModel(args.feature_model, mirror=args.tfhub_mirror)

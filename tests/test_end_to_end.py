@@ -217,3 +217,5 @@ def test_quickstart_config_runs_offline(tmp_path, monkeypatch, capsys):
   rows = manifest_rows(out)
   assert len(rows) == 8 and {r['status'] for r in rows} == {'ok'}
   assert 'ok 8' in capsys.readouterr().out
+  # The README's first command shows the embedded network, not builtin.
+  assert {r['model'] for r in rows} == {'magenta-lite'}

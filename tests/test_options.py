@@ -36,6 +36,30 @@ def check(argv, **kwargs):
   return validate(parse(argv), check_model=kwargs.get('check_model', False))
 
 
+def test_rules_are_pure_functions_of_the_options(world, monkeypatch):
+  """validation.check_rules reads nothing: it passes on paths that do not
+  exist and fails on a bad value with every file access forbidden."""
+  from apache_beam.io.filesystems import FileSystems
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from beam_jobs import validation
+
+  def forbidden(*_, **__):
+    raise AssertionError('a rule did I/O')
+  for name in ('exists', 'match', 'open', 'create'):
+    monkeypatch.setattr(FileSystems, name, forbidden)
+  monkeypatch.setattr('builtins.open', forbidden)
+  monkeypatch.setattr('os.listdir', forbidden)
+  monkeypatch.setattr('os.scandir', forbidden)
+  nowhere = ['--input', '/no/such/in', '--style', '/no/such/s.jpg',
+             '--output', '/no/such/out', '--model', '/no/such/model']
+  validation.check_rules(PipelineOptions(nowhere))
+  with pytest.raises(ConfigError, match='--jpeg_quality'):
+    validation.check_rules(PipelineOptions(nowhere + ['--jpeg_quality', '0']))
+  with pytest.raises(ConfigError, match='Dataflow workers cannot read'):
+    validation.check_rules(PipelineOptions(
+        nowhere + ['--runner=DataflowRunner']), image_from_env='img:1')
+
+
 def test_valid_job_resolves(world):
   job = check(args(world, '--model', 'builtin'))
   assert job.input_specs[0].root == str(world['in'])
@@ -89,7 +113,7 @@ def test_tf_threads_not_negative(world):
 
 
 def test_output_format_choices(world):
-  with pytest.raises(SystemExit):
+  with pytest.raises(ConfigError, match="--output_format: invalid choice: 'gif'"):
     parse(args(world, '--output_format', 'gif')).view_as(StylizeOptions)
 
 
@@ -119,7 +143,7 @@ def test_avif_output_needs_a_pillow_with_avif(world, monkeypatch):
   job = check(args(world, '--output_format', 'avif'))
   assert job.output_format == 'avif'
   # A Pillow built without libavif (older than 11.3, or built from source).
-  monkeypatch.setattr('beam_jobs.options.avif_supported', lambda: False)
+  monkeypatch.setattr('beam_jobs.validation.avif_supported', lambda: False)
   with pytest.raises(ConfigError, match='--output_format avif needs Pillow'):
     check(args(world, '--output_format', 'avif'))
 

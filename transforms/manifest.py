@@ -125,8 +125,13 @@ class SummaryCombineFn(beam.CombineFn):
     return acc
 
 
+# summary.json names at most this many ignored files (the first by path).
+IGNORED_LISTED = 20
+
+
 def build_summary(acc: Dict, ignored: int, manifests: List[str],
-                  info: Dict, expected_pairs: Optional[int] = None) -> Dict:
+                  info: Dict, expected_pairs: Optional[int] = None,
+                  ignored_files: Sequence[str] = ()) -> Dict:
   """summary.json's content, with the run's verdict (see verdict())."""
   counts = acc['counts']
   top = sorted(acc['errors'].items(), key=lambda kv: (-kv[1], kv[0]))[:10]
@@ -138,6 +143,7 @@ def build_summary(acc: Dict, ignored: int, manifests: List[str],
       'counts': counts,
       'total': sum(counts.values()),
       'files_ignored': ignored,
+      'ignored_files': sorted(ignored_files)[:IGNORED_LISTED],
       'top_failure_reasons': [{'reason': r, 'count': n} for r, n in top],
       'manifest': manifests,
       'expected_pairs': expected_pairs,
@@ -189,8 +195,9 @@ def enforce_verdict(summary: Dict, report_written=None) -> Dict:
 
 def write_summary(acc: Dict, ignored: int, manifests: List[str],
                   expected_pairs: int, layout: OutputLayout,
-                  info: Dict) -> Dict:
-  summary = build_summary(acc, ignored, manifests, info, expected_pairs)
+                  info: Dict, ignored_files: Sequence[str] = ()) -> Dict:
+  summary = build_summary(acc, ignored, manifests, info, expected_pairs,
+                          ignored_files)
   storage.write_file(layout, layout.summary_uri(),
                      json.dumps(summary, indent=2, sort_keys=True).encode(),
                      'application/json')
@@ -236,6 +243,9 @@ class WriteManifest(beam.PTransform):
                  | 'Sorted' >> beam.Map(sorted))
     counts = rows | 'Count' >> beam.CombineGlobally(SummaryCombineFn())
     n_ignored = ignored | 'CountIgnored' >> beam.combiners.Count.Globally()
+    # A bounded sample to name in the summary (Top lifts before the shuffle).
+    ignored_files = ignored | 'IgnoredFiles' >> beam.combiners.Top.Smallest(
+        IGNORED_LISTED)
     pairs = expected_rows
     if deltas:
       pairs = (pairs,) + tuple(deltas) | 'WithCorrections' >> beam.Flatten()
@@ -243,6 +253,7 @@ class WriteManifest(beam.PTransform):
     summary = counts | 'WriteSummary' >> beam.Map(
         write_summary,
         ignored=beam.pvalue.AsSingleton(n_ignored),
+        ignored_files=beam.pvalue.AsSingleton(ignored_files),
         manifests=beam.pvalue.AsSingleton(manifests),
         expected_pairs=beam.pvalue.AsSingleton(expected),
         layout=self._layout, info=self._info)

@@ -9,6 +9,7 @@ browser, an archive.
 import html
 import io
 import logging
+import posixpath
 import urllib.parse
 from typing import Dict, List, Sequence, Tuple
 
@@ -16,6 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
+from transforms import paths
 from transforms.decode import decode_image
 from transforms.layout import OutputLayout
 from transforms.records import ManifestRow, Status, StyleRef
@@ -66,6 +68,15 @@ def _href(uri: str, output: str) -> str:
   return urllib.parse.quote(rel.encode('utf-8', 'surrogateescape'))
 
 
+def style_caption(style: StyleRef, uri: str, weight: float) -> str:
+  """A style thumbnail's caption: its label; a blend's component by its own
+  file name, its weight and the blend it is part of."""
+  if len(style.parts) == 1:
+    return style.label
+  name = posixpath.splitext(paths.basename(uri))[0]
+  return f'{name} ({weight:.0%} of {style.label})'
+
+
 def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
                 thumbs: Dict[str, Dict], styles: Sequence[StyleRef],
                 summary: Dict, output: str) -> str:
@@ -104,8 +115,7 @@ def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
       '<h2>Styles</h2>', '<div class="styles">']
   for style in styles:
     for uri, weight in style.parts:
-      caption = style.label + (f' ({weight:.0%})' if len(style.parts) > 1
-                               else '')
+      caption = style_caption(style, uri, weight)
       parts.append(f'<figure>{img(uri, caption)}<figcaption>{e(caption)}'
                    '</figcaption></figure>')
   parts.append('</div>')

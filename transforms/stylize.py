@@ -23,21 +23,37 @@ logger = logging.getLogger(__name__)
 FAILED = 'failed'
 
 
-def configure_tf_threads(threads: int) -> None:
+def configure_tf_threads(threads: int, model_handle: Optional[str] = None
+                         ) -> None:
   """Caps TF's thread pools so parallel workers do not oversubscribe cores.
 
   0 leaves TF's defaults. Only possible before TF runs its first op in the
   process; later calls are ignored (logged), e.g. in a launcher that already
-  validated the model in-process.
+  validated the model in-process. A TF Lite model (model_handle) runs on
+  LiteRT with its own thread count, so TF is not even imported for it.
   """
-  if not threads:
+  if not threads or (model_handle and uses_litert(model_handle)):
     return
-  import tensorflow as tf
+  from transforms.native_logs import import_tensorflow
+  tf = import_tensorflow()
   try:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
   except RuntimeError as e:
     logger.debug('TF threads already fixed in this process: %s', e)
+
+
+def uses_litert(model_handle: str) -> bool:
+  """An embedded TF Lite model or named .tflite files (cheap: no listing of
+  remote folders)."""
+  from transforms.models import embedded
+  if embedded.is_embedded(model_handle):
+    return True
+  parts = [p.strip() for p in model_handle.split(',')]
+  if all(p.endswith('.tflite') for p in parts):
+    return True
+  return len(parts) == 1 and os.path.isdir(parts[0]) and any(
+      f.endswith('.tflite') for f in os.listdir(parts[0]))
 
 
 LOAD_LOG_ENV = 'STYLIZE_MODEL_LOAD_LOG'
@@ -89,7 +105,7 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
   from transforms.models.loader import load_stylizer
   from transforms.storage import use_anonymous_gcs_for_emulator
   use_anonymous_gcs_for_emulator()
-  configure_tf_threads(tf_threads)
+  configure_tf_threads(tf_threads, model_handle)
   start = time.perf_counter()
   stylizer = load_stylizer(model_handle, threads=tf_threads,
                            expected_sha256=model_sha256)

@@ -280,5 +280,7 @@ def pad_to(batch: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def resize_batch(batch: np.ndarray, height: int, width: int) -> np.ndarray:
   """Bilinear resize of a float batch, for models that round sizes."""
-  import tensorflow as tf  # Heavy import kept out of module import time.
+  # Heavy import kept out of module import time.
+  from transforms.native_logs import import_tensorflow
+  tf = import_tensorflow()
   return tf.image.resize(batch, (height, width), method='bilinear').numpy()

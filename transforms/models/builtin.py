@@ -33,7 +33,8 @@ def builtin_path() -> str:
 
 
 def _build_module():
-  import tensorflow as tf
+  from transforms.native_logs import import_tensorflow
+  tf = import_tensorflow()
 
   def _sqrt_and_inv_sqrt(cov):
     vals, vecs = tf.linalg.eigh(cov)
@@ -79,7 +80,8 @@ def _build_module():
 
 def export_builtin(path: str) -> str:
   """Writes the builtin SavedModel to path (atomically) and returns path."""
-  import tensorflow as tf
+  from transforms.native_logs import import_tensorflow
+  tf = import_tensorflow()
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix='.builtin-', dir=parent)

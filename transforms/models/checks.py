@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import paths, storage
-from transforms.models import builtin
+from transforms.models import builtin, embedded
 from transforms.models.base import ModelLoadError
 
 _CHUNK = 1 << 20
@@ -34,8 +34,9 @@ def _files(part: str) -> List[Tuple[str, str]]:
     return sorted((e.path[len(root) + 1:], e.path)
                   for e in storage.iter_files(root))
   raise ModelLoadError(f'model {part!r} does not exist (no file or folder '
-                       'there). Give --model a SavedModel folder, TF Lite '
-                       'files, a .tar.gz, a TF Hub handle, or "builtin".')
+                       'there). Give a SavedModel folder, TF Lite files, a '
+                       '.tar.gz, a TF Hub handle, "magenta-lite" or '
+                       '"builtin".')
 
 
 def _sha256(uri: str) -> str:
@@ -67,8 +68,8 @@ def check_model(handle: str, sha256: Optional[str] = None,
   """Checks that the model exists (and its digest); returns its kind.
 
   Kinds: 'builtin', 'hub' (an http(s) handle, checked for an answer),
-  'tflite' or 'savedmodel'. Nothing is downloaded but the bytes a digest
-  needs.
+  'tflite' or 'savedmodel' (an embedded model, e.g. magenta-lite, is its
+  installed files). Nothing is downloaded but the bytes a digest needs.
 
   Raises:
     ModelLoadError: with what to do about it.
@@ -77,6 +78,7 @@ def check_model(handle: str, sha256: Optional[str] = None,
     if sha256:
       raise ModelLoadError('--model_sha256 does not apply to "builtin".')
     return 'builtin'
+  name, handle = handle, embedded.resolve(handle)
   if handle.startswith(('http://', 'https://')):
     if sha256:
       raise ModelLoadError(
@@ -96,13 +98,13 @@ def check_model(handle: str, sha256: Optional[str] = None,
   else:
     raise ModelLoadError(
         f'{handle!r} holds no saved_model.pb and no .tflite file, so it is '
-        'not a model. Give --model a SavedModel folder, TF Lite files, a '
-        '.tar.gz, a TF Hub handle, or "builtin".')
+        'not a model. Give a SavedModel folder, TF Lite files, a .tar.gz, a '
+        'TF Hub handle, "magenta-lite" or "builtin".')
   if sha256:
     actual = digest(handle)
     if actual.lower() != sha256.strip().lower():
       raise ModelLoadError(
-          f'model {handle!r} has SHA-256 {actual}, not the expected {sha256} '
+          f'model {name!r} has SHA-256 {actual}, not the expected {sha256} '
           '(--model_sha256): the model changed or is not the one you meant. '
           'Refusing to use it.')
   return kind
@@ -128,6 +130,8 @@ def _check_reachable(handle: str, timeout_s: float) -> None:
 
 def is_local_path(handle: str) -> bool:
   """A model (or any part of it) in local files, which remote workers
-  cannot read."""
+  cannot read. Embedded models are not: every install holds them."""
+  if embedded.is_embedded(handle):
+    return False
   return handle != builtin.BUILTIN_NAME and any(
       not paths.has_scheme(p) for p in _parts(handle))

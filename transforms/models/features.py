@@ -62,7 +62,8 @@ class FeatureModel:
       ModelLoadError: it will not load, is in the TF1 Hub format, or is not a
         callable model.
     """
-    import tensorflow as tf
+    from transforms.native_logs import import_tensorflow
+    tf = import_tensorflow()
     import tensorflow_hub as hub
     self._tf = tf
     self.handle = handle

@@ -24,7 +24,8 @@ class HubStylizer(Stylizer):
       handle: the --model value (recorded in the manifest).
       path: what hub.load gets, when it differs from handle (builtin).
     """
-    import tensorflow as tf
+    from transforms.native_logs import import_tensorflow
+    tf = import_tensorflow()
     import tensorflow_hub as hub
     self.handle = handle
     self.kind = kind
@@ -38,8 +39,8 @@ class HubStylizer(Stylizer):
       raise ModelLoadError(
           f'could not load model {handle!r} with tensorflow_hub.load: '
           f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'
-          '. Give --model a local SavedModel directory, a reachable TF Hub '
-          'handle, or "builtin". (tfhub.dev handles are served by Kaggle '
+          '. Give a local SavedModel folder, a reachable TF Hub handle, '
+          '"magenta-lite" or "builtin". (tfhub.dev handles are served by Kaggle '
           'Models; without internet access, mirror the model into a folder or '
           'bucket and give that path.)') from e
     if not callable(self._model):

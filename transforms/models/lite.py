@@ -112,6 +112,11 @@ class LiteStylizer(Stylizer):
   kind = 'tflite'
 
   def __init__(self, handle: str, threads: int = 0):
+    from transforms.native_logs import filtered_stderr
+    # LiteRT logs an INFO line per interpreter it builds.
+    filtered_stderr(lambda: self._load(handle, threads))
+
+  def _load(self, handle: str, threads: int) -> None:
     self.handle = handle
     predict, transfer = find_pair(handle)
     threads = threads or os.cpu_count() or 1

@@ -6,7 +6,7 @@ from typing import Optional
 
 from transforms import paths
 from transforms.models.base import ModelLoadError, Stylizer
-from transforms.models import builtin, cache, tfhub
+from transforms.models import builtin, cache, embedded, tfhub
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +18,8 @@ def describe_model(handle: str) -> str:
   """What a handle names: 'builtin', 'tflite', 'savedmodel' or 'hub'."""
   if handle == builtin.BUILTIN_NAME:
     return 'builtin'
+  if embedded.is_embedded(handle):
+    return 'tflite'
   if paths.has_scheme(handle) and not handle.startswith(
       ('http://', 'https://', 'file://')):
     # gs:// and other FileSystems schemes: what the files are is known once
@@ -43,7 +45,7 @@ def load_stylizer(handle: str, threads: int = 0,
     ModelLoadError: with a message that says what to fix.
   """
   original = handle
-  handle = cache.localize(tfhub.mirrored(handle))
+  handle = cache.localize(tfhub.mirrored(embedded.resolve(handle)))
   if expected_sha256 and describe_model(handle) == 'hub':
     raise ModelLoadError(
         '--model_sha256 needs a model in files (local, gs:// or .tar.gz); a '
@@ -66,8 +68,9 @@ def _load_local(handle: str, threads: int) -> Stylizer:
     path = handle[len('file://'):] if handle.startswith('file://') else handle
     if not os.path.exists(path):
       raise ModelLoadError(
-          f'model path {path!r} does not exist. Give --model a SavedModel '
-          'directory, a TF Hub handle (https://...), or "builtin".')
+          f'model path {path!r} does not exist. Give a SavedModel folder, '
+          'TF Lite files, a TF Hub handle (https://...), "magenta-lite" or '
+          '"builtin".')
     if os.path.isdir(path) and not os.path.exists(
         os.path.join(path, 'saved_model.pb')):
       raise ModelLoadError(

@@ -163,8 +163,9 @@ class Router:
     Raises:
       RouterError: not a router, or its SavedModel will not load.
     """
-    import tensorflow as tf
     from transforms.models import cache
+    from transforms.native_logs import import_tensorflow
+    tf = import_tensorflow()
     self.folder = folder
     self.info = read_router_info(folder)
     local = cache.localize(folder)

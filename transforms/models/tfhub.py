@@ -80,6 +80,8 @@ def resolve(handle: str) -> str:
   """
   if not handle.startswith(('http://', 'https://')):
     return handle
+  from transforms.native_logs import import_tensorflow
+  import_tensorflow()
   import tensorflow_hub as hub
   try:
     return hub.resolve(handle)
@@ -93,7 +95,8 @@ def resolve(handle: str) -> str:
 
 
 def is_tf1_hub_module(path: str) -> bool:
-  import tensorflow as tf
+  from transforms.native_logs import import_tensorflow
+  tf = import_tensorflow()
   return tf.io.gfile.exists(os.path.join(path, TF1_MODULE_FILE))
 
 

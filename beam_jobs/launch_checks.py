@@ -1,0 +1,161 @@
+"""Launch-time checks that look at files: inputs, styles, output, model.
+
+They run after the pure rules (beam_jobs/validation.py) and before any work,
+and create nothing: the output folder is only probed (object stores: one
+probe object, written and deleted), and a model is only loaded for local
+runs that will use it.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Iterator, List, Optional, Sequence
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs.errors import ConfigError
+from transforms import paths
+from transforms.inputs import any_match, make_input_spec
+from transforms.records import StyleRef
+from transforms.storage import is_object_store
+
+
+def check_readable_file(uri: str, what: str) -> None:
+  if not FileSystems.exists(uri):
+    raise ConfigError(f'{what} {uri!r} does not exist.')
+
+
+def probe_output_writable(output: str) -> None:
+  """Fails unless the output folder can be written, creating nothing.
+
+  Local: the nearest existing folder must be a writable folder (the output
+  folder is only created when the first file is written). Object stores: a
+  probe object is written and deleted.
+  """
+  if not is_object_store(output):
+    existing = output
+    while not os.path.lexists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing,
+                                                    os.W_OK | os.X_OK):
+      what = 'not a folder' if not os.path.isdir(existing) else 'read-only'
+      raise ConfigError(f'--output {output!r} is not writable: {existing!r} '
+                        f'is {what}.')
+    return
+  probe = paths.join(output, f'.stylize-write-test-{uuid.uuid4().hex[:8]}')
+  try:
+    with FileSystems.create(probe) as f:
+      f.write(b'ok')
+    FileSystems.delete([probe])
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(
+        f'--output {output!r} is not writable: {type(e).__name__}: '
+        f'{str(e).strip().splitlines()[0] if str(e).strip() else ""}') from None
+
+
+def input_spec(arg: str, output: str) -> paths.InputSpec:
+  """One --input -> InputSpec, refusing inputs and outputs that overlap.
+
+  Paths are compared with symbolic links resolved, so a linked input
+  folder cannot hide an output folder inside it.
+  """
+  try:
+    spec = make_input_spec(arg)
+  except FileNotFoundError:
+    raise ConfigError(f'--input {arg!r} does not exist (and is no glob).') from None
+  if spec.kind == paths.GLOB and not any_match(spec):
+    raise ConfigError(f'--input {arg!r} matched no files.')
+  if spec.kind != paths.FILE and paths.is_within(output, spec.root):
+    raise ConfigError(
+        f'--output {output!r} is inside the input folder {spec.root!r}: a '
+        'rerun would stylize the outputs. Choose an output folder outside '
+        'the inputs.')
+  if paths.is_within(spec.pattern if spec.kind == paths.FILE else spec.root,
+                     output):
+    raise ConfigError(
+        f'--input {arg!r} is inside --output {output!r}: outputs could '
+        'overwrite inputs. Choose an output folder apart from the inputs.')
+  return spec
+
+
+def load_styles(styles: List[StyleRef], style_size: int,
+                flag: str) -> List[np.ndarray]:
+  """Every style image read and prepared once, so a bad one fails now."""
+  from transforms.styles import load_style_image
+  pixels = []
+  for style in styles:
+    for uri, _ in style.parts:
+      check_readable_file(uri, flag)
+      try:
+        pixels.append(load_style_image(uri, style_size))
+      except Exception as e:  # pylint: disable=broad-except
+        raise ConfigError(f'{flag} {uri!r} is not a readable image: '
+                          f'{e}') from None
+  return pixels
+
+
+def model_cache_dirs() -> List[str]:
+  """Folders a model check may create: this job's model cache and
+  tensorflow_hub's download cache (its default, or $TFHUB_CACHE_DIR)."""
+  from transforms.models.builtin import cache_dir
+  hub = os.environ.get('TFHUB_CACHE_DIR') or os.path.join(
+      tempfile.gettempdir(), 'tfhub_modules')
+  return [cache_dir(), hub]
+
+
+def _holds_files(folder: str) -> bool:
+  return any(files for _, _, files in os.walk(folder))
+
+
+@contextlib.contextmanager
+def no_new_empty_folders(folders: Sequence[str]) -> Iterator[None]:
+  """On an error, removes those of folders that did not exist before and
+  hold no file now (e.g. tensorflow_hub creates its cache folder before a
+  download that fails), so a configuration error leaves nothing behind."""
+  new = [f for f in folders if not paths.has_scheme(f) and
+         not os.path.lexists(f)]
+  try:
+    yield
+  except Exception:
+    for folder in new:
+      if os.path.isdir(folder) and not _holds_files(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+    raise
+
+
+def model_kind(source: str, sha256: Optional[str], light: bool) -> str:
+  """The model's kind ('builtin', 'tflite', 'savedmodel', 'hub').
+
+  light: check without TensorFlow and without downloading (remote launches,
+  dry runs): the model exists, and its digest matches --model_sha256.
+  Otherwise a remote model is fetched into the local cache here, once, and
+  only its kind is read (try_model then loads it).
+  """
+  from transforms.models.base import ModelLoadError
+  from transforms.models.checks import check_model
+  from transforms.models.loader import describe_model
+  try:
+    return check_model(source, sha256) if light else describe_model(source)
+  except ModelLoadError as e:
+    raise ConfigError(f'--model: {e}') from None
+
+
+def try_model(handle: str, style: np.ndarray, tf_threads: int,
+              sha256: Optional[str] = None) -> None:
+  """Loads the model once and runs one tiny call, so a bad handle fails now."""
+  from transforms.models.base import ModelLoadError
+  from transforms.models.loader import load_stylizer
+  from transforms.stylize import configure_tf_threads
+  from transforms.stylize import try_model as try_stylizer
+  configure_tf_threads(tf_threads, handle)
+  try:
+    stylizer = load_stylizer(handle, threads=tf_threads,
+                             expected_sha256=sha256)
+    try_stylizer(stylizer, stylizer.prepare_style(style), handle)
+  except ModelLoadError as e:
+    message = str(e)
+    raise ConfigError(message if message.startswith('--model') else
+                      f'--model: {message}') from None
