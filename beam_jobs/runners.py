@@ -13,6 +13,7 @@
   where; no job runs.
 """
 
+import ctypes
 import os
 from typing import Optional
 
@@ -97,3 +98,31 @@ def make_runner(options: PipelineOptions):
       worker_options(options))
   return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MALLOC_BLOCK = 128 * 1024
+
+
+def tune_malloc() -> bool:
+  """Local runs: hand memory freed after a stage back to the system.
+
+  The in-process runner holds each stage's data as many large byte blocks
+  and frees them when the next stage has read them. glibc keeps freed
+  blocks in the heap (its mmap threshold rises as blocks are freed), so the
+  peak memory of a long run grows with every stage. Fixing the mmap and
+  trim thresholds at 128 KiB returns them: at 50,000 photos the peak fell
+  from 889 to 848 MB in one measurement (benchmarks/scale.py). Applied to
+  this process with mallopt, and to worker processes it starts through the
+  MALLOC_*_ environment variables. Returns False off glibc.
+  """
+  os.environ.setdefault('MALLOC_MMAP_THRESHOLD_', str(MALLOC_BLOCK))
+  os.environ.setdefault('MALLOC_TRIM_THRESHOLD_', str(MALLOC_BLOCK))
+  try:
+    libc = ctypes.CDLL('libc.so.6')
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_BLOCK) and
+                libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_BLOCK))
+  except (OSError, AttributeError):
+    return False

@@ -205,6 +205,8 @@ def run(argv: Optional[Sequence[str]] = None,
   options = parse(argv)
   job = validate(options, check_model=check_model)
   job.progress_dir = progress_dir
+  if runners.is_local(options):
+    runners.tune_malloc()
   p = test_pipeline or beam.Pipeline(runner=runners.make_runner(options),
                                      options=options)
   build_pipeline(p, job)

@@ -70,3 +70,14 @@ def test_local_runs_use_the_in_process_runner_directly():
   assert isinstance(make_runner(parse(['--input', 'x'])),
                     fn_runner.FnApiRunner)
   assert make_runner(parse(['--runner=DataflowRunner'])) is None
+
+
+def test_local_runs_return_freed_memory_to_the_system(monkeypatch):
+  from beam_jobs import runners
+  monkeypatch.delenv('MALLOC_MMAP_THRESHOLD_', raising=False)
+  monkeypatch.delenv('MALLOC_TRIM_THRESHOLD_', raising=False)
+  assert runners.tune_malloc()  # glibc here: mallopt accepted both.
+  # Worker processes started from here get the same settings.
+  import os
+  assert os.environ['MALLOC_MMAP_THRESHOLD_'] == str(runners.MALLOC_BLOCK)
+  assert os.environ['MALLOC_TRIM_THRESHOLD_'] == str(runners.MALLOC_BLOCK)
