@@ -15,7 +15,8 @@
 
 import ctypes
 import os
-from typing import Optional
+import re
+from typing import List, Optional
 
 from apache_beam.options.pipeline_options import (DirectOptions,
                                                   GoogleCloudOptions,
@@ -126,3 +127,57 @@ def tune_malloc() -> bool:
                 libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_BLOCK))
   except (OSError, AttributeError):
     return False
+
+
+class JobFailedError(RuntimeError):
+  """The runner reported a failed job; the message is the workers' own
+  reason (e.g. 'ModelLoadError: ...') where one could be found."""
+
+
+# The last line of a worker traceback that names one of this package's
+# errors, e.g. 'transforms.models.base.ModelLoadError: --model ... failed'.
+_OWN_ERROR = re.compile(
+    r'^(?:transforms|beam_jobs)\.[\w.]*?(\w+(?:Error|Exception)): (.+)$',
+    re.MULTILINE)
+
+
+def _job_messages(result) -> List[str]:
+  # PortableRunner keeps the job service's messages on the result, but only
+  # in a private list, and its own exception names the last ERROR message,
+  # which is often the generic 'Error running pipeline.' that follows the
+  # worker's traceback: the traceback has the reason a user can act on.
+  messages = getattr(result, '_messages', None) or []
+  texts = []
+  for message in messages:
+    try:
+      if message.HasField('message_response'):
+        texts.append(message.message_response.message_text)
+    except Exception:  # pylint: disable=broad-except
+      continue
+  return texts
+
+
+def wait_for(result) -> None:
+  """result.wait_until_finish(), but a failure names the workers' reason.
+
+  Raises:
+    JobFailedError: the job failed and a worker raised one of this
+      package's errors (its class and message).
+    Exception: the runner's own error otherwise.
+  """
+  try:
+    result.wait_until_finish()
+  except Exception as error:  # pylint: disable=broad-except
+    reason = worker_reason([str(error)] + _job_messages(result))
+    if reason:
+      raise JobFailedError(reason) from error
+    raise
+
+
+def worker_reason(texts: List[str]) -> Optional[str]:
+  """'ErrorName: message' for the last package error named in texts."""
+  found = None
+  for text in texts:
+    for match in _OWN_ERROR.finditer(text or ''):
+      found = f'{match.group(1)}: {match.group(2).strip()}'
+  return found

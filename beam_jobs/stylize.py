@@ -217,7 +217,7 @@ def run(argv: Optional[Sequence[str]] = None,
     wait = runners.is_local(options) or options.view_as(StylizeOptions).wait
   result.waited = bool(wait) and not result.template
   if result.waited:
-    result.wait_until_finish()
+    runners.wait_for(result)
   result.elapsed_s = time.time() - job.started_at  # For the closing summary.
   return result
 
@@ -257,14 +257,18 @@ def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
   return '\n'.join(lines)
 
 
-def _job_failed(output: Optional[str], error: BaseException) -> int:
-  """A job that raised: what summary.json says, else the error; exit 1."""
+def _job_failed(output: Optional[str], error: BaseException,
+                launched_at: float) -> int:
+  """A job that raised: what this run's summary.json says, else the error;
+  exit 1. A summary.json left by an earlier run is not this run's story."""
   summary = None
   if output:
     try:
       summary = read_summary(output)
     except Exception:  # pylint: disable=broad-except
       summary = None
+  if summary is not None and summary.get('started_at', 0) < launched_at - 1:
+    summary = None
   if summary is not None and summary.get('verdict') not in (None, 'ok'):
     print(format_summary(summary))
     print(f'stylize: {summary["verdict_reason"]}', file=sys.stderr)
@@ -299,6 +303,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     help_parser().print_help()
     return 0
   output = None
+  launched_at = time.time()
   try:
     options = parse(argv)
     output = options.view_as(StylizeOptions).output
@@ -324,7 +329,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 2
   except Exception as e:  # pylint: disable=broad-except
     logger.debug('The job failed', exc_info=True)
-    return _job_failed(output and result_output(output), e)
+    return _job_failed(output and result_output(output), e, launched_at)
   if result.template:
     print(f'stylize: template written to {result.template}')
     return 0

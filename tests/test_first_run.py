@@ -326,3 +326,26 @@ def test_readme_real_use_says_the_venv_must_be_active():
   section = readme.split('## Real use', 1)[1].split('\n## ', 1)[0]
   first_command = section.index('\nstylize ')
   assert 'source .venv/bin/activate' in section[:first_command]
+
+
+def test_a_failed_job_does_not_report_an_earlier_runs_summary(tmp_path,
+                                                              capsys):
+  """A job that raised prints its own error, not the verdict a summary.json
+  from an earlier run (of the same --output) holds."""
+  import time
+  from beam_jobs.stylize import _job_failed
+  old = {'run_id': 'old', 'started_at': time.time() - 3600,
+         'verdict': 'incomplete', 'verdict_reason': 'an old story',
+         'counts': {'ok': 1}, 'total': 1, 'output': str(tmp_path)}
+  (tmp_path / 'summary.json').write_text(json.dumps(old))
+  assert _job_failed(str(tmp_path), RuntimeError('worker died'),
+                     launched_at=time.time()) == 1
+  captured = capsys.readouterr()
+  assert 'worker died' in captured.err
+  assert 'an old story' not in captured.err + captured.out
+  # This run's own summary (written after the launch) is what it reports.
+  mine = dict(old, started_at=time.time(), verdict_reason='this run')
+  (tmp_path / 'summary.json').write_text(json.dumps(mine))
+  assert _job_failed(str(tmp_path), RuntimeError('x'),
+                     launched_at=mine['started_at'] - 5) == 1
+  assert 'this run' in capsys.readouterr().err

@@ -199,3 +199,24 @@ def test_a_model_that_cannot_stylize_fails_in_the_workers_setup(
   err = capsys.readouterr().err
   assert code == 1
   assert 'failed on a 64x64 test image' in err
+
+
+def test_a_failed_job_names_the_workers_own_error():
+  """The job service's last error is often 'Error running pipeline.'; the
+  reason a user can act on is in the worker's traceback before it."""
+  from beam_jobs.runners import worker_reason
+  traceback = (
+      'Traceback (most recent call last):\n'
+      '  File "/x/transforms/stylize.py", line 84, in try_model\n'
+      '    raise ModelLoadError(\n'
+      "transforms.models.base.ModelLoadError: --model '/m' loaded but "
+      'failed on a 64x64 test image: ValueError: no matching function\n'
+      '  Positional arguments (2 total):\n'
+      " [while running 'Stylize/RunModel/ParDo(StylizeBatches)']\n")
+  assert worker_reason(['Pipeline job-1 failed in state FAILED: Error '
+                        'running pipeline.', traceback,
+                        'Error running pipeline.']) == (
+      "ModelLoadError: --model '/m' loaded but failed on a 64x64 test image: "
+      'ValueError: no matching function')
+  # Errors from other code (TF, Beam) are left to the runner's own message.
+  assert worker_reason(['ValueError: bad', 'RuntimeError: x']) is None
