@@ -20,12 +20,36 @@ from beam_jobs.errors import ConfigError
 from transforms import paths
 from transforms.inputs import any_match, make_input_spec
 from transforms.records import StyleRef
-from transforms.storage import is_object_store
+from transforms.layout import DONE_DIR, STATE_DIR, TMP_DIR
+from transforms.storage import exists_literally, is_object_store
 
 
 def check_readable_file(uri: str, what: str) -> None:
-  if not FileSystems.exists(uri):
+  # Literally: FileSystems.exists would read 'list[1].txt' as a glob.
+  kind = exists_literally(uri)
+  if kind is None:
     raise ConfigError(f'{what} {uri!r} does not exist.')
+  if kind == 'folder':
+    raise ConfigError(f'{what} {uri!r} is a folder; give a text file with '
+                      'one image path or URI per line.')
+
+
+def check_state_folder(output: str) -> None:
+  """The job's own folder ({output}/.stylize, its done markers and its
+  temporary files) must be real folders inside --output: a symbolic link
+  there would take the job's writes and its clean-up of temporary files
+  somewhere else."""
+  if is_object_store(output):
+    return
+  for name in (STATE_DIR, DONE_DIR, TMP_DIR):
+    path = os.path.join(output, name)
+    if os.path.islink(path) or (os.path.lexists(path)
+                                and not os.path.isdir(path)):
+      raise ConfigError(
+          f'{path!r} is {"a symbolic link" if os.path.islink(path) else "not a folder"}: '
+          'the job keeps its done markers and temporary files there and '
+          'writes nothing outside --output. Remove it (the next run '
+          'recreates it; finished outputs are then redone once).')
 
 
 def probe_output_writable(output: str) -> None:

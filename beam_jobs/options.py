@@ -127,7 +127,9 @@ def validate(options: PipelineOptions, check_model: bool = True,
         options, os.environ.get(IMAGE_ENV))
   output = canonical_uri(paths.absolute(o.output))
   specs = [launch_checks.input_spec(arg, output) for arg in o.input or []]
-  lists = list(o.input_list or [])
+  # Absolute, so relative entries are relative to the list's folder on any
+  # worker, whatever its working folder; read literally (paths.glob_escape).
+  lists = [paths.absolute(l) for l in o.input_list or []]
   for list_file in lists:
     launch_checks.check_readable_file(list_file, '--input_list')
 
@@ -145,6 +147,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
 
   if probe_output:
     launch_checks.probe_output_writable(output)
+  launch_checks.check_state_folder(output)
 
   tf_threads = o.tf_threads or runners.default_tf_threads(options)
   model = absolute_model(o.model)

@@ -220,3 +220,57 @@ def test_stale_temporary_files_of_other_runs_only_are_removed(tmp_path, style):
   assert not stale.exists()
   assert users.exists()
   assert not list((out / '.stylize' / 'tmp').iterdir())
+
+
+def test_a_linked_state_folder_is_refused_before_any_work(tmp_path, style):
+  """{output}/.stylize holds the job's markers and temporary files and is
+  cleaned by every run: a link there must not take writes or deletions to
+  another folder."""
+  photos = tmp_path / 'photos'
+  _photo(photos / 'a.jpg')
+  victim = tmp_path / 'victim'
+  (victim / 'tmp' / 'keep').mkdir(parents=True)
+  (victim / 'tmp' / 'keep' / 'precious.txt').write_text('x')
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / '.stylize').symlink_to(victim, target_is_directory=True)
+  before = _snapshot(tmp_path)
+  with pytest.raises(ConfigError, match='symbolic link'):
+    run(_argv(style, out, ('--input', photos)))
+  assert _snapshot(tmp_path) == before
+
+
+def test_links_among_temporary_folders_are_left_alone(tmp_path, style):
+  photos = tmp_path / 'photos'
+  _photo(photos / 'a.jpg')
+  victim = tmp_path / 'victim'
+  victim.mkdir()
+  (victim / 'precious.txt').write_text('x')
+  out = tmp_path / 'out'
+  (out / '.stylize' / 'tmp').mkdir(parents=True)
+  (out / '.stylize' / 'tmp' / 'old-run').symlink_to(
+      victim, target_is_directory=True)
+  run(_argv(style, out, ('--input', photos)))
+  assert (victim / 'precious.txt').read_text() == 'x'
+  row, = manifest_rows(out)
+  assert row['status'] == 'ok'
+
+
+def test_list_files_are_read_literally_and_relative_to_their_folder(
+    tmp_path, style, monkeypatch):
+  """A list named 'todo[1].txt' is that file (not the glob that matches
+  'todo1.txt'); relative entries are relative to the list's folder, also
+  when --input_list itself is a relative path."""
+  photos = tmp_path / 'lists' / 'photos'
+  a = _photo(photos / 'a.jpg')
+  b = _photo(photos / 'b.jpg', seed=1)
+  (tmp_path / 'lists' / 'todo[1].txt').write_text('photos/a.jpg\n')
+  (tmp_path / 'lists' / 'todo1.txt').write_text('photos/b.jpg\n')
+  monkeypatch.chdir(tmp_path)
+  out = tmp_path / 'out'
+  run(_argv(style, out, ('--input_list', 'lists/todo[1].txt')))
+  row, = manifest_rows(out)
+  assert row['input'] == str(a) and row['status'] == 'ok'
+  assert str(b) not in {r['input'] for r in manifest_rows(out)}
+  with pytest.raises(ConfigError, match='is a folder'):
+    run(_argv(style, out, ('--input_list', 'lists')))

@@ -146,7 +146,8 @@ class ListInputs(beam.PTransform):
     for i, list_file in enumerate(self._list_files):
       branches.append(
           pbegin
-          | f'ReadList{i}' >> beam.io.ReadFromText(list_file)
+          | f'ReadList{i}' >> beam.io.ReadFromText(
+              paths.glob_escape(list_file))
           | f'ListEntries{i}' >> beam.FlatMap(_entries)
           | f'ListToInput{i}' >> beam.Map(list_file_entry,
                                           paths.dirname(list_file),

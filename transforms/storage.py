@@ -106,8 +106,13 @@ class Writer:
       os.makedirs(folder, exist_ok=True)
       self._checked_dirs.add(folder)
     if self._tmp_dir is None:
-      os.makedirs(self._layout.tmp_dir(), exist_ok=True)
-      self._tmp_dir = self._layout.tmp_dir()
+      tmp_dir = self._layout.tmp_dir()
+      if not real_parent_inside(os.path.join(tmp_dir, 'x'),
+                                self._layout.output):
+        raise LayoutError(f'{tmp_dir!r} would be outside --output through '
+                          'a symbolic link')
+      os.makedirs(tmp_dir, exist_ok=True)
+      self._tmp_dir = tmp_dir
     tmp = os.path.join(self._tmp_dir, uuid.uuid4().hex)
     try:
       with open(tmp, 'wb') as f:
@@ -144,9 +149,16 @@ def remove_stale_temporary(layout: OutputLayout) -> List[str]:
     if stale:
       FileSystems.delete(stale)
   elif os.path.isdir(root):
+    if not real_parent_inside(os.path.join(root, 'x'), layout.output):
+      logger.warning('%s is outside --output through a symbolic link: '
+                     'nothing removed there', root)
+      return []
     for name in os.listdir(root):
-      if name != own:
-        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+      path = os.path.join(root, name)
+      if name != own and not os.path.islink(path):
+        # A link here is not the job's: left alone (the job writes only
+        # real folders here; rmtree unlinks links below, never follows).
+        shutil.rmtree(path, ignore_errors=True)
         removed.add(name)
   if removed:
     logger.info('Removed temporary files of %d interrupted run(s)',

@@ -188,6 +188,12 @@ class Router:
   def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
     """float32 [N, classes] for uint8 HxWx3 images of any sizes."""
     size = self.info.image_size
+    for p in images:
+      # Checked here: TensorFlow 2.21 aborts the process (not an exception)
+      # on a signature input of the wrong rank, which would kill a worker.
+      if p.ndim != 3 or p.shape[-1] != 3 or p.dtype != np.uint8:
+        raise ValueError(f'the router takes uint8 HxWx3 images, not '
+                         f'{p.dtype} {tuple(p.shape)}')
     batch = np.stack([fit_image(p, size) for p in images])
     out = self._fn(**{INPUT_NAME: self._tf.constant(batch)})
     return out[OUTPUT_NAME].numpy()
