@@ -23,7 +23,8 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   PipelineOptions,
                                                   StandardOptions)
 
-LOCAL_RUNNERS = ('DirectRunner', 'FnApiRunner', 'BundleBasedDirectRunner')
+# Beam's in-process runners, by short name (see short_name).
+LOCAL_RUNNERS = ('direct', 'fnapi', 'bundlebaseddirect', 'switchingdirect')
 
 
 def runner_name(options: PipelineOptions) -> str:
@@ -33,13 +34,21 @@ def runner_name(options: PipelineOptions) -> str:
   return runner if isinstance(runner, str) else type(runner).__name__
 
 
+def short_name(name: str) -> str:
+  """A runner name as Beam resolves it: case, module path and the 'Runner'
+  suffix do not matter ('direct', 'DirectRunner' and
+  'apache_beam.runners.direct.DirectRunner' are one runner;
+  apache_beam.runners.runner.create_runner accepts all three)."""
+  short = name.rsplit('.', 1)[-1].lower()
+  return short[:-len('runner')] if short.endswith('runner') else short
+
+
 def is_local(options: PipelineOptions) -> bool:
-  name = runner_name(options)
-  return any(name.endswith(r) for r in LOCAL_RUNNERS)
+  return short_name(runner_name(options)) in LOCAL_RUNNERS
 
 
 def is_dataflow(options: PipelineOptions) -> bool:
-  return 'Dataflow' in runner_name(options)
+  return short_name(runner_name(options)) in ('dataflow', 'testdataflow')
 
 
 def template_location(options: PipelineOptions) -> Optional[str]:
@@ -90,8 +99,8 @@ def make_runner(options: PipelineOptions):
   info), without its Prism attempt. Reaches into Beam's portability
   package; setup.py pins apache-beam to the tested minor version.
   """
-  if not is_local(options):
-    return None
+  if short_name(runner_name(options)) not in ('direct', 'fnapi'):
+    return None  # Remote, or a local runner the user chose by name.
   from apache_beam.portability.api import beam_provision_api_pb2
   from apache_beam.runners.portability.fn_api_runner import fn_runner
   from apache_beam.runners.portability.portable_runner import JobServiceHandle

@@ -173,7 +173,7 @@ def with_local_defaults(argv: List[str]) -> List[str]:
   for i, arg in enumerate(argv):
     runner = arg.split('=', 1)[1] if arg.startswith('--runner=') else (
         argv[i + 1] if arg == '--runner' and i + 1 < len(argv) else None)
-    if runner and 'Direct' not in runner:
+    if runner and runners.short_name(runner) not in runners.LOCAL_RUNNERS:
       return argv
   return argv + ['--direct_running_mode=in_memory', '--direct_num_workers=1']
 

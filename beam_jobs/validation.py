@@ -28,6 +28,11 @@ def absolute_model(handle: str) -> str:
 
 
 def runner_rules(options: PipelineOptions) -> None:
+  if runners.template_location(options) and not runners.is_dataflow(options):
+    raise ConfigError(
+        '--template_location creates a Dataflow template: give '
+        '--runner=DataflowRunner with it (other runners would run the job '
+        'instead, or write nothing).')
   if getattr(options.view_as(DirectOptions), 'direct_running_mode',
              None) == 'multi_threading':
     raise ConfigError(
@@ -126,9 +131,29 @@ def routing_flag_rules(o: StylizeOptions) -> None:
 def dataflow_paths_rule(o: StylizeOptions) -> None:
   """Dataflow workers cannot read the launcher's local files."""
   from transforms.models.checks import is_local_path
+  from transforms.routing import parse_route
+  from transforms.styles import parse_styles
   named = [('--input', v) for v in o.input or []] + [
       ('--input_list', v) for v in o.input_list or []] + [
-          ('--style', v) for v in o.style or []] + [('--output', o.output)]
+          ('--output', o.output)]
+  if o.route_model:
+    named.append(('--route_model', o.route_model))
+  # Every image a style names, blends' parts included.
+  style_args = [('--style', v) for v in o.style or []]
+  for value in o.route or []:
+    for one in value.split(';'):
+      if one.strip():
+        try:
+          style_args.append(('--route', parse_route(one)[1]))
+        except ValueError:
+          continue  # routing_flag_rules names the malformed value.
+  for flag, value in style_args:
+    try:
+      refs = parse_styles([value])
+    except ValueError:
+      named.append((flag, value))
+      continue
+    named += [(flag, uri) for ref in refs for uri, _ in ref.parts]
   local = [f'{flag} {value}' for flag, value in named
            if not paths.has_scheme(value)]
   model = absolute_model(o.model)

@@ -81,3 +81,22 @@ def test_local_runs_return_freed_memory_to_the_system(monkeypatch):
   import os
   assert os.environ['MALLOC_MMAP_THRESHOLD_'] == str(runners.MALLOC_BLOCK)
   assert os.environ['MALLOC_TRIM_THRESHOLD_'] == str(runners.MALLOC_BLOCK)
+
+
+def test_runner_names_are_read_as_beam_reads_them():
+  """'direct', 'DirectRunner' and the class path are one runner for Beam;
+  so they are for the job's local/remote and Dataflow rules."""
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from beam_jobs.runners import is_dataflow, is_local
+  from beam_jobs.stylize import with_local_defaults
+  for name in ('direct', 'DirectRunner', 'directrunner',
+               'apache_beam.runners.direct.direct_runner.DirectRunner'):
+    assert is_local(PipelineOptions([f'--runner={name}']))
+    assert '--direct_num_workers=1' in with_local_defaults(
+        ['--runner', name])
+  for name in ('dataflow', 'DataflowRunner', 'dataflowrunner'):
+    options = PipelineOptions([f'--runner={name}'])
+    assert is_dataflow(options) and not is_local(options)
+  for name in ('portable', 'PortableRunner', 'FlinkRunner', 'prism'):
+    options = PipelineOptions([f'--runner={name}'])
+    assert not is_local(options) and not is_dataflow(options)

@@ -304,3 +304,20 @@ def test_main_reports_config_error_with_exit_code_2(world, capsys):
   assert code == 2
   assert 'no --style' in capsys.readouterr().err
   assert not world['out'].exists()  # Nothing was written.
+
+
+def test_dataflow_refuses_local_blend_parts_routes_and_routers(world):
+  gs = ['--input', 'gs://b/in', '--output', 'gs://b/out', '--model',
+        'gs://b/m', '--runner=dataflow', '--sdk_container_image=img:1']
+  with pytest.raises(ConfigError, match='--style /s/local.jpg'):
+    check(gs + ['--style', 'gs://b/a.jpg=0.5,/s/local.jpg=0.5'])
+  with pytest.raises(ConfigError, match='--route_model /r'):
+    check(gs + ['--route_model', '/r', '--route', 'photo=gs://b/a.jpg'])
+  with pytest.raises(ConfigError, match='--route /s/b.jpg'):
+    check(gs + ['--route_model', 'gs://b/r', '--route',
+                'photo=gs://b/a.jpg;doc=/s/b.jpg'])
+
+
+def test_template_location_needs_dataflow(world):
+  with pytest.raises(ConfigError, match='--template_location'):
+    check(args(world, '--template_location', str(world['tmp'] / 't.json')))
