@@ -53,6 +53,16 @@ def presence_rules(o: StylizeOptions) -> None:
     raise ConfigError('no --style given: name at least one style image.')
 
 
+def output_name_rule(o: StylizeOptions) -> None:
+  """Beam's file sinks (the manifest) and listings read an output path as a
+  file pattern; '*', '?' and '[' would make it match other files."""
+  if o.output and paths.is_glob(o.output):
+    raise ConfigError(
+        f'--output {o.output!r} holds a glob character (* ? [): Beam reads '
+        'the output path as a file pattern when it finishes the manifest. '
+        'Choose a folder name without them.')
+
+
 def range_rules(o: StylizeOptions) -> None:
   """Every number within what the job supports."""
   if o.max_size is not None and o.max_size < 0:
@@ -193,6 +203,7 @@ def check_rules(options: PipelineOptions,
   o = options.view_as(StylizeOptions)
   runner_rules(options)
   presence_rules(o)
+  output_name_rule(o)
   range_rules(o)
   photo_rules(o)
   routing_flag_rules(o)

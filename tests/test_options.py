@@ -321,3 +321,10 @@ def test_dataflow_refuses_local_blend_parts_routes_and_routers(world):
 def test_template_location_needs_dataflow(world):
   with pytest.raises(ConfigError, match='--template_location'):
     check(args(world, '--template_location', str(world['tmp'] / 't.json')))
+
+
+def test_glob_characters_in_the_output_are_refused(world):
+  for name in ('out[1]', 'out*', 'out?'):
+    with pytest.raises(ConfigError, match='glob character'):
+      check(args(world, drop=('--output',)) + [
+          '--output', str(world['tmp'] / name)])
