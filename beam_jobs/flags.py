@@ -149,7 +149,8 @@ def add_job_flags(parser) -> None:
   g.add_argument(
       '--io_threads', type=int, default=None, metavar='N',
       help='Threads per worker process that read, decode, encode and write '
-      'images while the model runs (default: the cores, at most 8; 0: one '
+      'images while the model runs (default: the cores, at most 8, on local '
+      'runs; 2 on remote runners, which start one process per core; 0: one '
       'image at a time).')
 
   g = parser.add_argument_group('incremental runs')

@@ -74,6 +74,21 @@ def default_tf_threads(options: PipelineOptions) -> int:
   return 1
 
 
+# I/O threads per SDK process on remote runners: they start one process
+# per core, so each process's decode pool is kept small (a pool per process
+# sized to the cores would hold cores x cores decoded images per machine).
+REMOTE_IO_THREADS = 2
+
+
+def default_io_threads(options: PipelineOptions,
+                       given: Optional[int]) -> Optional[int]:
+  """--io_threads when given; else None (the pool's own default: the cores,
+  at most 8) for local runs and REMOTE_IO_THREADS on remote runners."""
+  if given is not None:
+    return given
+  return None if is_local(options) else REMOTE_IO_THREADS
+
+
 def worker_options(options: PipelineOptions) -> dict:
   """The options local worker processes get: Beam's that differ from their
   defaults.

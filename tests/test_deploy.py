@@ -100,3 +100,13 @@ def test_runner_names_are_read_as_beam_reads_them():
   for name in ('portable', 'PortableRunner', 'FlinkRunner', 'prism'):
     options = PipelineOptions([f'--runner={name}'])
     assert not is_local(options) and not is_dataflow(options)
+
+
+def test_remote_workers_keep_small_io_pools():
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from beam_jobs.runners import REMOTE_IO_THREADS, default_io_threads
+  assert default_io_threads(PipelineOptions([]), None) is None
+  assert default_io_threads(PipelineOptions(['--runner=DataflowRunner']),
+                            None) == REMOTE_IO_THREADS
+  assert default_io_threads(PipelineOptions(['--runner=DataflowRunner']),
+                            6) == 6
