@@ -21,7 +21,7 @@ from transforms import paths
 from transforms.inputs import any_match, make_input_spec
 from transforms.records import StyleRef
 from transforms.layout import DONE_DIR, STATE_DIR, TMP_DIR
-from transforms.storage import exists_literally, is_object_store
+from transforms.storage import ListingError, exists_literally, is_object_store
 
 
 def check_readable_file(uri: str, what: str) -> None:
@@ -90,8 +90,11 @@ def input_spec(arg: str, output: str) -> paths.InputSpec:
     spec = make_input_spec(arg)
   except FileNotFoundError:
     raise ConfigError(f'--input {arg!r} does not exist (and is no glob).') from None
-  if spec.kind == paths.GLOB and not any_match(spec):
-    raise ConfigError(f'--input {arg!r} matched no files.')
+  try:
+    if spec.kind == paths.GLOB and not any_match(spec):
+      raise ConfigError(f'--input {arg!r} matched no files.')
+  except ListingError as e:
+    raise ConfigError(f'--input {arg!r}: {e}') from None
   if spec.kind != paths.FILE and paths.is_within(output, spec.root):
     raise ConfigError(
         f'--output {output!r} is inside the input folder {spec.root!r}: a '

@@ -328,3 +328,16 @@ def test_glob_characters_in_the_output_are_refused(world):
     with pytest.raises(ConfigError, match='glob character'):
       check(args(world, drop=('--output',)) + [
           '--output', str(world['tmp'] / name)])
+
+
+def test_a_listing_error_at_launch_is_a_config_error(world, monkeypatch):
+  """A glob whose folder cannot be listed (a bucket without access, an
+  unreadable folder) fails before any work, naming the input."""
+  from transforms import storage
+  def refuse(folder, follow_links=False):
+    raise storage.ListingError(f'could not list {folder!r}: Forbidden')
+    yield  # pragma: no cover
+  monkeypatch.setattr(storage, 'iter_files', refuse)
+  with pytest.raises(ConfigError, match=r"--input .*\*\.jpg.*could not list"):
+    check(args(world, drop=('--input',)) + [
+        '--input', str(world['in'] / '*.jpg')])
