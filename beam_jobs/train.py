@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_jobs.errors import ConfigError
 from beam_jobs.launch_checks import probe_output_writable
 from transforms import paths
+from transforms.models.router import REPORT_FILE, ROUTER_FILE, SAVED_MODEL_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,18 @@ def validate(args: argparse.Namespace) -> TrainConfig:
   if small:
     raise ConfigError(f'each class needs at least 2 images (one to train on, '
                       f'one to validate with); too few in {small}.')
+  feature_local = paths.absolute(args.feature_model) if (
+      args.feature_model and os.path.exists(
+          os.path.expanduser(args.feature_model))) else None
+  if feature_local and (paths.is_within(feature_local, output)
+                        or paths.is_within(output, feature_local)):
+    raise ConfigError(f'--output {args.output!r} and --feature_model '
+                      f'{args.feature_model!r} overlap: the router is '
+                      'written over its folder. Write it elsewhere.')
+  if paths.is_within(data, output):
+    raise ConfigError(f'--data {args.data!r} is inside --output '
+                      f'{args.output!r}: write the router elsewhere.')
+  check_router_output(output)
   probe_output_writable(output)
 
   try:
@@ -365,6 +378,28 @@ def train(cfg: TrainConfig, beam_argv: Sequence[str] = (),
   out(f'router saved to {cfg.output} ({megabytes:.1f} MB; '
       f'{timings["total_s"]:.1f}s in all)')
   return report
+
+
+# What a router folder holds (training replaces these on every run).
+ROUTER_ENTRIES = (ROUTER_FILE, REPORT_FILE, SAVED_MODEL_DIR,
+                  FEATURES_DIR.split('/')[0])
+
+
+def check_router_output(output: str) -> None:
+  """--output must be new, empty or an earlier router: training deletes its
+  saved_model/ and features before writing, so a folder holding anything
+  else (a photo folder, another model) is refused rather than changed."""
+  from transforms.storage import ListingError, iter_files
+  try:
+    for entry in iter_files(output):
+      top = entry.path[len(paths.join(output)) + 1:].split('/', 1)[0]
+      if top not in ROUTER_ENTRIES:
+        raise ConfigError(
+            f'--output {output!r} holds files that are not a router\'s '
+            f'(e.g. {entry.path!r}); training replaces the folder\'s '
+            'contents. Give a new or empty folder, or an earlier router.')
+  except ListingError as e:
+    raise ConfigError(f'--output: {e}') from None
 
 
 def _remove_features(folder: str) -> None:

@@ -425,6 +425,33 @@ def test_train_feature_model_that_is_not_a_feature_model(data_dir, tmp_path):
           '--feature_model', ensure_builtin()], '--feature_model')
 
 
+def test_train_output_holding_other_files_is_left_untouched(data_dir,
+                                                            tmp_path):
+  """Training replaces a router folder's contents: a folder holding
+  anything else (photos, a model, a saved_model/ of someone else's next to
+  their files) is refused, and nothing in it changes."""
+  photos = tmp_path / 'photos'
+  (photos / 'saved_model').mkdir(parents=True)
+  (photos / 'saved_model' / 'keep.pb').write_bytes(b'x')
+  (photos / 'holiday.jpg').write_bytes(b'y')
+  _fails(['--data', str(data_dir), '--output', str(photos)],
+         'not a router')
+  assert (photos / 'saved_model' / 'keep.pb').read_bytes() == b'x'
+  assert (photos / 'holiday.jpg').read_bytes() == b'y'
+
+
+def test_train_data_inside_output(data_dir):
+  _fails(['--data', str(data_dir), '--output', str(data_dir.parent)],
+         'inside --output')
+
+
+def test_train_output_over_the_feature_model(data_dir, tmp_path):
+  from transforms.models.builtin import ensure_builtin
+  model = ensure_builtin()
+  _fails(['--data', str(data_dir), '--output', model, '--feature_model',
+          model], 'overlap')
+
+
 # ------------------------------------------------------------- training --
 
 @pytest.mark.slow
