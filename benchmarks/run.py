@@ -229,6 +229,30 @@ def measure_pipeline(files: List[str], size: int, model: str, style: str,
           'per_image_s': wall / max(1, len(ok)), 'stage_split_s': split}
 
 
+def steady_state(entry: Dict, ns: List[int]) -> Dict[str, Dict[str, float]]:
+  """Marginal rate between the smallest and largest N of each mode.
+
+  (N2 - N1) / (wall2 - wall1): the fixed start-up (launch check, model
+  load, TF import in workers) cancels out, which leaves the rate a long
+  archive runs at. Needs two different N in the same run.
+  """
+  out = {}
+  if len(set(ns)) < 2:
+    return out
+  lo, hi = min(ns), max(ns)
+  modes = {name.rsplit('_n', 1)[0] for name in entry['runs']}
+  for mode in sorted(modes):
+    a, b = entry['runs'].get(f'{mode}_n{lo}'), entry['runs'].get(
+        f'{mode}_n{hi}')
+    if not a or not b or b['wall_s'] <= a['wall_s']:
+      continue
+    rate = (b['ok'] - a['ok']) / (b['wall_s'] - a['wall_s'])
+    out[mode] = {'images_per_s': rate,
+                 'over_limit': rate / entry['limit_images_per_s'],
+                 'over_cpu_bound': rate / entry['cpu_bound_limit_images_per_s']}
+  return out
+
+
 def machine_info() -> Dict[str, object]:
   import tensorflow as tf
   import apache_beam
@@ -346,6 +370,7 @@ def main(argv=None) -> int:
           logger.info('  %.2f img/s (%.2f of the limit), peak RSS %.0f MB',
                       r['images_per_s'], r['pipeline_over_limit'],
                       r['peak_rss_mb'])
+      entry['steady_state'] = steady_state(entry, args.n)
       results['sizes'][str(size)] = entry
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
@@ -413,6 +438,10 @@ def format_table(results: Dict) -> str:
           f'{r["pipeline_over_seed_jpg"]:9.2f}'
           f'  {r["pipeline_over_seed_png"]:9.2f}  {r["per_image_s"]:5.3f}  '
           f'{r["peak_rss_mb"]:11.0f}')
+    for mode, r in entry.get('steady_state', {}).items():
+      lines.append(f'{size:>4}  steady state, {mode:<12} '
+                   f'{r["images_per_s"]:6.2f}  {r["over_limit"]:6.2f}  '
+                   f'{r["over_cpu_bound"]:10.2f}')
   if all('heic_vs_jpeg_decode_s' in e for e in results['sizes'].values()):
     lines += ['', format_decode_table(results)]
   return '\n'.join(lines)

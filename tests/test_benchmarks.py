@@ -5,9 +5,23 @@ import json
 
 import pytest
 
-from benchmarks.run import main
+from benchmarks.run import main, steady_state
 from benchmarks import scale
 from tests.conftest import shared_path
+
+
+def test_steady_state_is_the_marginal_rate_between_two_sizes():
+  # 100 images in 40 s, 400 in 130 s: 300 more images in 90 s more, so the
+  # start-up cancels out and the steady rate is 3.33 img/s.
+  entry = {'limit_images_per_s': 5.0, 'cpu_bound_limit_images_per_s': 4.0,
+           'runs': {'in_process_n100': {'ok': 100, 'wall_s': 40.0},
+                    'in_process_n400': {'ok': 400, 'wall_s': 130.0},
+                    'multi_process_n100': {'ok': 100, 'wall_s': 50.0}}}
+  out = steady_state(entry, [100, 400])
+  assert set(out) == {'in_process'}  # multi_process has one size only
+  assert out['in_process']['images_per_s'] == pytest.approx(300 / 90)
+  assert out['in_process']['over_cpu_bound'] == pytest.approx(300 / 90 / 4)
+  assert steady_state(entry, [400]) == {}
 
 
 @pytest.mark.slow
