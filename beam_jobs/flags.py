@@ -28,6 +28,9 @@ PROG = 'stylize'
 # 2048 x 2048: the Magenta network on 4 MP needs about 2 GB; a 12 MP phone
 # photo untiled would need three times that, a 100 MP one 25 times.
 DEFAULT_MAX_UNTILED_PIXELS = 2048 * 2048
+# Local runs hold about 2 KB per (input, style) pair in Beam's grouping steps
+# (README "Archive scale"): waves of 200,000 pairs bound that near 0.4 GB.
+DEFAULT_WAVE_PAIRS = 200_000
 MIN_UNTILED_PIXELS = 256 * 256
 
 BEAM_FLAGS_URL = ('https://beam.apache.org/releases/pydoc/current/'
@@ -152,6 +155,12 @@ def add_job_flags(parser) -> None:
       'images while the model runs (default: the cores, at most 8, on local '
       'runs; 2 on remote runners, which start one process per core; 0: one '
       'image at a time).')
+  g.add_argument(
+      '--wave_pairs', type=int, default=DEFAULT_WAVE_PAIRS, metavar='N',
+      help='Local runs over more (input, style) pairs than this run in '
+      'waves of about N pairs, one after another, so memory stays bounded '
+      '(Beam\'s local runner holds every pair of a grouping step in memory). '
+      '0: one wave. Distributed runners ignore it.')
 
   g = parser.add_argument_group('incremental runs')
   _switch(g, '--force',

@@ -28,6 +28,7 @@ from transforms.decode import DEFAULT_MAX_INPUT_BYTES
 from transforms.layout import OutputLayout, canonical_uri
 from transforms.models.base import STRENGTH_PIXEL, STRENGTH_VECTOR, StyleParams
 from transforms.records import StyleRef
+from transforms.waves import Wave
 
 __all__ = ['ConfigError', 'DEFAULT_MAX_UNTILED_PIXELS', 'JobConfig',
            'MIN_UNTILED_PIXELS', 'StylizeOptions', 'absolute_model', 'boolean',
@@ -60,6 +61,10 @@ class JobConfig:
   force: bool = False
   max_failure_ratio: float = 0.05
   manifest_shards: int = 1
+  #: Local runs over more pairs run in waves of this many (0: one wave);
+  #: the wave a pipeline runs (beam_jobs/waves.py, transforms/waves.py).
+  wave_pairs: int = 0
+  wave: Optional[Wave] = None
   model_sha256: Optional[str] = None
   progress_dir: Optional[str] = None
   started_at: float = dataclasses.field(default_factory=time.time)
@@ -193,6 +198,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
       run_id=run_id, style_params=style_params, row_params=row_params,
       force=bool(o.force), max_failure_ratio=o.max_failure_ratio,
       manifest_shards=o.manifest_shards, model_sha256=o.model_sha256,
+      wave_pairs=o.wave_pairs if local else 0,
       io_threads=runners.default_io_threads(options, o.io_threads),
       fail_job_on_verdict=not local,
       max_input_bytes=o.max_input_bytes,

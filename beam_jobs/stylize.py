@@ -19,6 +19,7 @@ from beam_jobs.errors import ConfigError
 from beam_jobs.flags import (PROG, StylizeOptions, check_flags, help_parser,
                              is_dry_run, wants_help)
 from beam_jobs.options import JobConfig, validate
+from beam_jobs.waves import run_waves, wave_count
 from transforms import rows
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeAndWrite
@@ -42,11 +43,15 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   row_info = rows.row_info(job.model, job.row_params, job.run_id)
   listed, ignored = p | 'ListInputs' >> ListInputs(
       job.input_specs, job.input_lists, layout)
+  if job.wave is not None:
+    # Each wave counts the ignored files of its own share of paths.
+    ignored = ignored | 'IgnoredOfWave' >> beam.Filter(
+        job.wave.holds)
   _ = p | 'RemoveStaleTemporary' >> RemoveStaleTemporary(layout)
   # The planning join merges aliases, skips done pairs and spreads the work
   # over the workers by key, before any pixels are read.
   todo, skipped, unusable, pairs = listed | 'SkipDone' >> SkipDone(
-      layout, job.styles, job.job_key, row_info, job.force)
+      layout, job.styles, job.job_key, row_info, job.force, job.wave)
   # The progress total: rows each input must give, known when work starts.
   _ = pairs | 'CountPairs' >> beam.ParDo(RecordProgress(job.progress_dir))
   decoded, decode_failed = todo | 'ReadAndDecode' >> ReadAndDecode(
@@ -92,9 +97,9 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
                        'routes': {c: list(s) for c, s in job.routes.items()}}
   all_rows, summary = (ok_rows, failures, other_rows, ignored, pairs,
                        row_deltas) | 'WriteManifest' >> WriteManifest(
-      layout, job.styles, row_info, info, job.manifest_shards)
+      layout, job.styles, row_info, info, job.manifest_shards, job.wave)
   report = (all_rows, summary) | 'WriteReport' >> WriteReport(
-      layout, job.styles)
+      layout, job.styles, job.wave)
   if job.fail_job_on_verdict:
     # Remote runners: a bad run must fail as a job, so schedulers see it.
     _ = summary | 'Verdict' >> beam.Map(
@@ -207,10 +212,25 @@ def run(argv: Optional[Sequence[str]] = None,
   job.progress_dir = progress_dir
   if runners.is_local(options):
     runners.tune_malloc()
-  p = test_pipeline or beam.Pipeline(runner=runners.make_runner(options),
-                                     options=options)
-  build_pipeline(p, job)
-  result = p.run()
+  waves = 1 if test_pipeline is not None else wave_count(job)
+  if waves > 1:
+    # Local runs only (job.wave_pairs is 0 on other runners), which wait.
+    logger.info('%s: %d waves of at most %d (input, style) pairs',
+                PROG, waves, job.wave_pairs)
+
+    def run_wave(wave_job: JobConfig):
+      p = beam.Pipeline(runner=runners.make_runner(options), options=options)
+      build_pipeline(p, wave_job)
+      wave_result = p.run()
+      runners.wait_for(wave_result)
+      return wave_result
+
+    result = run_waves(job, waves, run_wave)
+  else:
+    p = test_pipeline or beam.Pipeline(runner=runners.make_runner(options),
+                                       options=options)
+    build_pipeline(p, job)
+    result = p.run()
   result.job = job
   result.template = runners.template_location(options)
   if wait is None:
@@ -239,7 +259,8 @@ def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
   rate = counts.get('ok', 0) / elapsed_s if elapsed_s > 0 else 0.0
   lines = [
       f"stylize run {summary['run_id']}: {total} (input, style) pairs in "
-      f'{elapsed_s:.1f}s ({rate:.2f} images/s)',
+      f'{elapsed_s:.1f}s ({rate:.2f} images/s)' + (
+          f" in {summary['waves']} waves" if summary.get('waves') else ''),
       f"  ok {counts.get('ok', 0)}   failed {counts.get('failed', 0)}   "
       f"skipped {counts.get('skipped', 0)}   ignored files "
       f"{summary.get('files_ignored', 0)}",

@@ -87,6 +87,9 @@ def range_rules(o: StylizeOptions) -> None:
   if not 0.0 <= o.max_failure_ratio <= 1.0:
     raise ConfigError(f'--max_failure_ratio must be between 0 and 1, got '
                       f'{o.max_failure_ratio}.')
+  if o.wave_pairs < 0:
+    raise ConfigError(f'--wave_pairs must be 0 (one wave) or positive, got '
+                      f'{o.wave_pairs}.')
   if not 0 <= o.manifest_shards <= 1000:
     raise ConfigError(f'--manifest_shards must be between 0 (the runner '
                       f'decides) and 1000, got {o.manifest_shards}.')

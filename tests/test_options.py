@@ -193,6 +193,11 @@ def test_io_threads_range(world):
     check(args(world, '--io_threads', '-1'))
 
 
+def test_wave_pairs_not_negative(world):
+  with pytest.raises(ConfigError, match='--wave_pairs'):
+    check(args(world, '--wave_pairs', '-1'))
+
+
 def test_manifest_shards_range(world):
   with pytest.raises(ConfigError, match='--manifest_shards'):
     check(args(world, '--manifest_shards', '-1'))

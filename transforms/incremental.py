@@ -18,7 +18,7 @@ anything else is (re)done. A listing that fails stops the run
 
 import dataclasses
 import logging
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -27,6 +27,7 @@ from transforms import storage
 from transforms.layout import OutputLayout, work_identity
 from transforms.records import InputFile, StyleRef
 from transforms.rows import failed_input_rows, skipped_row
+from transforms.waves import Wave
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ def _by_key(item: InputFile) -> Tuple[str, InputFile]:
   return (item.key if item.key else f'\0{item.uri}'), item
 
 
+def _of_wave(keyed: Tuple[str, object], wave: Wave) -> bool:
+  return wave.holds(keyed[0])
+
+
 class SkipDone(beam.PTransform):
   """PCollection[InputFile] -> (work to do, skipped rows, failed rows,
   rows expected per input).
@@ -137,12 +142,16 @@ class SkipDone(beam.PTransform):
   """
 
   def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
-               job_key: str, row_info: Dict, force: bool):
+               job_key: str, row_info: Dict, force: bool,
+               wave: Optional[Wave] = None):
+    """wave: only inputs (and listed outputs) of this wave's keys are
+    planned (transforms/waves.py); None plans all."""
     super().__init__()
     self._layout = layout
     self._styles = list(styles)
     self._plan = PlanWork(layout, styles, job_key, row_info, force)
     self._force = force
+    self._wave = wave
 
   def expand(self, files):
     keyed = files | 'KeyByOutput' >> beam.Map(_by_key)
@@ -153,6 +162,11 @@ class SkipDone(beam.PTransform):
               | 'SpreadFolders' >> beam.Reshuffle()
               | 'ListOutput' >> beam.ParDo(ListOutputFolder(self._layout,
                                                             labels)))
+    if self._wave is not None:
+      # Fused into the listing steps: other waves' elements are dropped as
+      # they are listed, before any grouping holds them.
+      keyed = keyed | 'InputsOfWave' >> beam.Filter(_of_wave, self._wave)
+      listed = listed | 'OutputsOfWave' >> beam.Filter(_of_wave, self._wave)
     # The join by key: a GroupByKey over both sides, told apart by type.
     # Written so rather than with CoGroupByKey, whose tagging wraps every
     # value once more: on the in-process runner, which holds a grouping in

@@ -9,6 +9,7 @@ import logging
 from typing import Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import paths, storage
@@ -87,15 +88,51 @@ class ExpandInputSpec(beam.DoFn):
     if spec.kind == paths.FILE:
       yield make_input(spec.pattern, storage.stat(spec.pattern), self._layout)
       return
-    regex = paths.glob_regex(spec.pattern) if spec.kind == paths.GLOB else None
-    for entry in storage.iter_files(spec.root, follow_links=True):
-      if regex is not None and not regex.match(entry.path):
-        continue
+    for entry in matching_files(spec):
       if not paths.is_image_name(entry.path):
         self._ignored.inc()
         yield beam.pvalue.TaggedOutput(IGNORED, entry.path)
         continue
       yield make_input(entry.path, entry, self._layout)
+
+
+def matching_files(spec: paths.InputSpec) -> Iterable[storage.Entry]:
+  """Every file a folder or glob spec matches, streamed (images or not)."""
+  regex = paths.glob_regex(spec.pattern) if spec.kind == paths.GLOB else None
+  for entry in storage.iter_files(spec.root, follow_links=True):
+    if regex is None or regex.match(entry.path):
+      yield entry
+
+
+def count_inputs(specs: Sequence[paths.InputSpec],
+                 list_files: Sequence[str]) -> int:
+  """How many inputs the specs and list files name (aliases counted each
+  time), streamed: the launcher's estimate for sizing waves."""
+  n = 0
+  for spec in specs:
+    if spec.kind == paths.FILE:
+      n += 1
+    else:
+      n += sum(1 for e in matching_files(spec) if paths.is_image_name(e.path))
+  for list_file in list_files:
+    n += sum(1 for _ in paths.list_entries(_lines(list_file)))
+  return n
+
+
+def _lines(uri: str, chunk: int = 1 << 20) -> Iterable[str]:
+  """A file's lines, read in chunks (a list of 10^6 paths stays out of
+  memory; FileSystems streams offer read(), not line iteration, on every
+  file system)."""
+  rest = b''
+  with FileSystems.open(uri, compression_type='uncompressed') as f:
+    while True:
+      data = f.read(chunk)
+      if not data:
+        break
+      *lines, rest = (rest + data).split(b'\n')
+      yield from (line.decode('utf-8', 'replace') for line in lines)
+  if rest:
+    yield rest.decode('utf-8', 'replace')
 
 
 def list_file_entry(line: str, list_dir: str,

@@ -46,10 +46,13 @@ THUMB_DIR = 'report/thumbs'
 SUMMARY_NAME = 'summary.json'
 MANIFEST_PREFIX = 'manifest'
 MANIFEST_SUFFIX = '.jsonl'
-# Shard names of Beam's file sinks: manifest-00000-of-00004.jsonl. Only files
-# of exactly this shape are ever deleted as stale manifests.
+# Shard names of Beam's file sinks: manifest-00000-of-00004.jsonl, and in
+# runs split into waves (transforms/waves.py) manifest-w0001-of-0003-00000-
+# of-00001.jsonl. Only files of exactly these shapes are ever deleted as stale
+# manifests.
 MANIFEST_SHARD = re.compile(
-    rf'^{MANIFEST_PREFIX}-\d{{5}}-of-\d{{5}}{re.escape(MANIFEST_SUFFIX)}$')
+    rf'^{MANIFEST_PREFIX}(-w\d{{4}}-of-\d{{4}})?-\d{{5}}-of-\d{{5}}'
+    rf'{re.escape(MANIFEST_SUFFIX)}$')
 
 #: Longest escaped name of one level, in UTF-8 bytes. File systems allow 255;
 #: an output adds '.jpg' and its done marker '.<40 hex>' to it.
@@ -281,8 +284,9 @@ class OutputLayout:
   def report_uri(self) -> str:
     return paths.join(self.output, REPORT_NAME)
 
-  def manifest_prefix(self) -> str:
-    return paths.join(self.output, MANIFEST_PREFIX)
+  def manifest_prefix(self, wave_tag: str = '') -> str:
+    name = f'{MANIFEST_PREFIX}-{wave_tag}' if wave_tag else MANIFEST_PREFIX
+    return paths.join(self.output, name)
 
   def is_manifest_shard(self, uri: str) -> bool:
     return (paths.dirname(uri) == self.output and

@@ -22,6 +22,7 @@ from transforms import storage
 from transforms.layout import MANIFEST_SUFFIX, OutputLayout
 from transforms.records import ManifestRow, Status, StyleRef
 from transforms.rows import failure_rows, with_run_fields
+from transforms.waves import Wave
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +57,16 @@ class ManifestSink(filebasedsink.FileBasedSink):
   leaves nothing among the user's files, and the next run removes them.
   """
 
-  def __init__(self, layout: OutputLayout, num_shards: int = 0):
+  def __init__(self, layout: OutputLayout, num_shards: int = 0,
+               wave: Optional[Wave] = None):
     super().__init__(
-        layout.manifest_prefix(), coder=coders.BytesCoder(),
+        layout.manifest_prefix(wave.shard_tag() if wave else ''),
+        coder=coders.BytesCoder(),
         file_name_suffix=MANIFEST_SUFFIX, num_shards=num_shards,
         shard_name_template=SHARD_TEMPLATE, mime_type='application/x-ndjson',
         compression_type='uncompressed')
     self._layout = layout
+    self._wave = wave
 
   def initialize_write(self):
     tmp = posixpath.join(self._layout.tmp_dir(), f'manifest-{uuid.uuid4().hex}')
@@ -77,7 +81,11 @@ class ManifestSink(filebasedsink.FileBasedSink):
     """Before the shards are renamed into place: removes every manifest
     shard of earlier runs (Beam's own pre_finalize only removes those with
     this run's shard count), so {output}/manifest-*.jsonl is this run's
-    alone. Only top-level files of exactly the shard shape are touched."""
+    alone. Only top-level files of exactly the shard shape are touched. In
+    a run split into waves only the first wave does this: the later waves'
+    shards join the first's."""
+    if self._wave is not None and not self._wave.first:
+      return
     stale = [e.path for e in storage.iter_top_files(
         self._layout.manifest_prefix())
              if self._layout.is_manifest_shard(e.path)]
@@ -195,9 +203,35 @@ def enforce_verdict(summary: Dict, report_written=None) -> Dict:
 
 def write_summary(acc: Dict, ignored: int, manifests: List[str],
                   expected_pairs: int, layout: OutputLayout,
-                  info: Dict, ignored_files: Sequence[str] = ()) -> Dict:
+                  info: Dict, ignored_files: Sequence[str] = (),
+                  wave: Optional[Wave] = None) -> Dict:
+  if wave is not None:
+    # The run so far: this wave's counts merged with the earlier waves', so
+    # summary.json always describes every wave done (transforms/waves.py).
+    earlier = wave.load('summary')
+    if earlier is not None:
+      acc = SummaryCombineFn().merge_accumulators([earlier['acc'], acc])
+      ignored += earlier['ignored']
+      manifests = sorted(earlier['manifests'] + list(manifests))
+      expected_pairs += earlier['expected_pairs']
+      ignored_files = sorted(list(earlier['ignored_files']) +
+                             list(ignored_files))[:IGNORED_LISTED]
+    if not wave.last:
+      wave.save('summary', {'acc': acc, 'ignored': ignored,
+                            'manifests': list(manifests),
+                            'expected_pairs': expected_pairs,
+                            'ignored_files': list(ignored_files)})
+    info = dict(info, waves=wave.count)
   summary = build_summary(acc, ignored, manifests, info, expected_pairs,
                           ignored_files)
+  if wave is not None:
+    summary['waves_done'] = wave.index + 1
+    if not wave.last:
+      # Read before the run ends (or after it was killed), this file must not
+      # pass for a finished run.
+      summary['verdict'], summary['verdict_reason'] = 'incomplete', (
+          f'{wave.index + 1} of {wave.count} waves done; the run stopped '
+          'before the rest. Rerun: finished outputs are skipped.')
   storage.write_file(layout, layout.summary_uri(),
                      json.dumps(summary, indent=2, sort_keys=True).encode(),
                      'application/json')
@@ -212,10 +246,12 @@ class WriteManifest(beam.PTransform):
   """
 
   def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
-               row_info: Dict, info: Dict, shards: int = 0):
+               row_info: Dict, info: Dict, shards: int = 0,
+               wave: Optional[Wave] = None):
     """Args:
       info: what summary.json carries besides counts (run id, model, ...,
         max_failure_ratio).
+      wave: in a run split into waves, this wave (transforms/waves.py).
     """
     super().__init__()
     self._layout = layout
@@ -223,6 +259,7 @@ class WriteManifest(beam.PTransform):
     self._row_info = dict(row_info)
     self._info = dict(info)
     self._shards = shards
+    self._wave = wave
 
   def expand(self, inputs):
     """inputs: (ok rows, Failures, (other row PCollections), ignored paths,
@@ -237,7 +274,7 @@ class WriteManifest(beam.PTransform):
     written = (rows
                | 'ToJson' >> beam.Map(row_to_line, self._row_info)
                | 'WriteJsonl' >> beam.io.Write(
-                   ManifestSink(self._layout, self._shards)))
+                   ManifestSink(self._layout, self._shards, self._wave)))
     manifests = (written
                  | 'WrittenList' >> beam.combiners.ToList()
                  | 'Sorted' >> beam.Map(sorted))
@@ -256,5 +293,5 @@ class WriteManifest(beam.PTransform):
         ignored_files=beam.pvalue.AsSingleton(ignored_files),
         manifests=beam.pvalue.AsSingleton(manifests),
         expected_pairs=beam.pvalue.AsSingleton(expected),
-        layout=self._layout, info=self._info)
+        layout=self._layout, info=self._info, wave=self._wave)
     return rows, summary

@@ -11,7 +11,7 @@ import io
 import logging
 import posixpath
 import urllib.parse
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -21,6 +21,7 @@ from transforms import paths
 from transforms.decode import decode_image
 from transforms.layout import OutputLayout
 from transforms.records import ManifestRow, Status, StyleRef
+from transforms.waves import Wave
 from transforms.storage import (remove_own_temporary,
                                 use_anonymous_gcs_for_emulator, write_file)
 
@@ -191,8 +192,26 @@ def _sample_key(row: ManifestRow) -> Tuple[str, str]:
 
 def write_report(summary: Dict, samples: List[ManifestRow],
                  failures: List[ManifestRow], thumbs: List[Dict],
-                 styles: Sequence[StyleRef], layout: OutputLayout) -> str:
+                 styles: Sequence[StyleRef], layout: OutputLayout,
+                 wave: Optional[Wave] = None) -> str:
   use_anonymous_gcs_for_emulator()
+  if wave is not None:
+    # The first pairs and failures of the whole run so far: the smallest of
+    # this wave's and the earlier waves' (each already the smallest of its
+    # own), and the thumbnails made for them (transforms/waves.py).
+    earlier = wave.load('report')
+    if earlier is not None:
+      samples = sorted(list(earlier['samples']) + list(samples),
+                       key=_sample_key)[:MAX_SAMPLES]
+      failures = sorted(list(earlier['failures']) + list(failures),
+                        key=_sample_key)[:MAX_FAILURES]
+      thumbs = list(earlier['thumbs']) + list(thumbs)
+    if not wave.last:
+      wanted = set(_sample_uris(samples)) | {
+          u for s in styles for u, _ in s.parts}
+      wave.save('report', {
+          'samples': list(samples), 'failures': list(failures),
+          'thumbs': [t for t in thumbs if t['uri'] in wanted]})
   by_uri = {t['uri']: t for t in thumbs}
   page = render_html(sorted(samples, key=_sample_key),
                      sorted(failures, key=_sample_key), by_uri, styles,
@@ -221,10 +240,12 @@ class WriteReport(beam.PTransform):
   MAX_FAILURES failures; thumbnails are made on the workers, in parallel.
   """
 
-  def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef]):
+  def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
+               wave: Optional[Wave] = None):
     super().__init__()
     self._layout = layout
     self._styles = list(styles)
+    self._wave = wave
 
   def expand(self, inputs):
     rows, summary = inputs
@@ -251,4 +272,4 @@ class WriteReport(beam.PTransform):
         samples=beam.pvalue.AsSingleton(samples),
         failures=beam.pvalue.AsSingleton(failures),
         thumbs=beam.pvalue.AsSingleton(thumbs),
-        styles=self._styles, layout=self._layout)
+        styles=self._styles, layout=self._layout, wave=self._wave)
