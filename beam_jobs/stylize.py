@@ -215,7 +215,7 @@ def run(argv: Optional[Sequence[str]] = None,
   waves = 1 if test_pipeline is not None else wave_count(job)
   if waves > 1:
     # Local runs only (job.wave_pairs is 0 on other runners), which wait.
-    logger.info('%s: %d waves of at most %d (input, style) pairs',
+    logger.info('%s: %d waves of about %d (input, style) pairs',
                 PROG, waves, job.wave_pairs)
 
     def run_wave(wave_job: JobConfig):
@@ -251,6 +251,15 @@ def read_summary(output: str) -> dict:
 IGNORED_SHOWN = 3
 
 
+def _waves_text(summary: dict) -> str:
+  waves = summary.get('waves')
+  if not waves:
+    return ''
+  done = summary.get('waves_done', waves)
+  return f' in {waves} waves' if done >= waves else (
+      f' in {done} of {waves} waves')
+
+
 def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
   counts = summary['counts']
   total = summary['total']
@@ -259,8 +268,7 @@ def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
   rate = counts.get('ok', 0) / elapsed_s if elapsed_s > 0 else 0.0
   lines = [
       f"stylize run {summary['run_id']}: {total} (input, style) pairs in "
-      f'{elapsed_s:.1f}s ({rate:.2f} images/s)' + (
-          f" in {summary['waves']} waves" if summary.get('waves') else ''),
+      f'{elapsed_s:.1f}s ({rate:.2f} images/s)' + _waves_text(summary),
       f"  ok {counts.get('ok', 0)}   failed {counts.get('failed', 0)}   "
       f"skipped {counts.get('skipped', 0)}   ignored files "
       f"{summary.get('files_ignored', 0)}",
@@ -292,6 +300,12 @@ def _job_failed(output: Optional[str], error: BaseException,
     summary = None
   if summary is not None and summary.get('verdict') not in (None, 'ok'):
     print(format_summary(summary))
+    if summary.get('waves_done', 0) < summary.get('waves', 0):
+      # The summary of the waves before the one that failed: its error is
+      # the story, the summary only says how far the run got.
+      print(f'stylize: error: the job failed in wave '
+            f'{summary["waves_done"] + 1} of {summary["waves"]}: '
+            f'{describe_error(error)}', file=sys.stderr)
     print(f'stylize: {summary["verdict_reason"]}', file=sys.stderr)
     return 1
   print(f'stylize: error: the job failed: {describe_error(error)}',

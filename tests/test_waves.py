@@ -2,6 +2,7 @@
 as one pipeline would give, each input in exactly one wave."""
 
 import collections
+import gzip
 import json
 import os
 import re
@@ -43,9 +44,41 @@ def test_inputs_are_counted_as_the_workers_list_them(tmp_path):
   specs = [make_input_spec(str(tmp_path / 'in')),
            make_input_spec(str(tmp_path / 'in' / '**' / '*.jpg')),
            make_input_spec(str(tmp_path / 'in' / 'b.png'))]
+  gzipped = tmp_path / 'more.txt.gz'
+  with gzip.open(gzipped, 'wt') as f:
+    f.write('/x/4.jpg\n/x/5.jpg\n')  # Read as ReadFromText reads it.
   # The folder: 4 images (notes.txt is no image); the glob: a.jpg (globs
-  # are case-sensitive, as Python's); the file: 1; the list: 3 entries.
-  assert count_inputs(specs, [str(listing)]) == 4 + 1 + 1 + 3
+  # are case-sensitive, as Python's); the file: 1; the lists: 3 and 2.
+  assert count_inputs(specs, [str(listing), str(gzipped)]) == 4 + 1 + 1 + 3 + 2
+
+
+def test_a_later_wave_without_its_predecessors_state_fails(tmp_path):
+  with pytest.raises(FileNotFoundError, match='wave 2 of 3'):
+    Wave(1, 3, str(tmp_path)).load('summary')
+
+
+def test_shard_names_of_many_waves_are_still_the_jobs_own(tmp_path):
+  from transforms.layout import OutputLayout
+  layout = OutputLayout.create(str(tmp_path), 'jpg')
+  for wave in (Wave(3, 5, '/x'), Wave(12345, 20000, '/x')):
+    name = f'{layout.manifest_prefix(wave.shard_tag())}-00000-of-00001.jsonl'
+    assert layout.is_manifest_shard(name)  # So a later run removes it.
+  assert not layout.is_manifest_shard(str(tmp_path / 'manifest-notes.jsonl'))
+
+
+def test_a_wave_that_fails_names_its_error(tmp_path, capsys):
+  import time
+  from beam_jobs.stylize import _job_failed
+  mine = {'run_id': 'r', 'started_at': time.time(), 'verdict': 'incomplete',
+          'verdict_reason': '2 of 5 waves done', 'waves': 5, 'waves_done': 2,
+          'counts': {'ok': 4}, 'total': 4, 'output': str(tmp_path)}
+  (tmp_path / 'summary.json').write_text(json.dumps(mine))
+  assert _job_failed(str(tmp_path), OSError(28, 'No space left on device'),
+                     launched_at=mine['started_at'] - 5) == 1
+  captured = capsys.readouterr()
+  assert 'failed in wave 3 of 5' in captured.err
+  assert 'No space left on device' in captured.err
+  assert 'in 2 of 5 waves' in captured.out
 
 
 def test_a_summary_written_between_waves_is_incomplete(tmp_path):
@@ -144,6 +177,11 @@ def test_a_run_in_waves_accounts_for_every_pair_once(tmp_path, samples,
   assert [p.name for p in out.glob('manifest*.jsonl')] == [
       'manifest-00000-of-00001.jsonl']
   assert summary(out)['total'] == 34 and 'waves' not in summary(out)
+  # And back: the first wave removes the one-pipeline run's shard.
+  run(_argv(tmp_path, samples, '--wave_pairs', '20'))
+  assert sorted(p.name for p in out.glob('manifest*.jsonl')) == [
+      f'manifest-w000{i}-of-0002-00000-of-00001.jsonl' for i in range(2)]
+  assert len(manifest_rows(out)) == 34
 
 
 @pytest.mark.slow
@@ -160,6 +198,9 @@ def test_waves_on_worker_processes(tmp_path, samples):
   s = summary(out)
   assert s['waves'] == 2 and s['counts']['ok'] == 12
   assert s['total'] == s['expected_pairs'] == 12
+  page = (out / 'report.html').read_text()
+  assert sorted(_shown_outputs(page)) == sorted(
+      os.path.relpath(r['output'], out) for r in rows)  # Both waves' pairs.
   on_disk = sorted(str(p) for p in out.glob('manifest*.jsonl'))
   assert sorted(s['manifest']) == on_disk
   assert {re.search(r'-w(\d{4})-of-0002-', m).group(1) for m in on_disk} == {

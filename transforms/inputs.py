@@ -124,7 +124,8 @@ def _lines(uri: str, chunk: int = 1 << 20) -> Iterable[str]:
   memory; FileSystems streams offer read(), not line iteration, on every
   file system)."""
   rest = b''
-  with FileSystems.open(uri, compression_type='uncompressed') as f:
+  # Compression from the name, as ReadFromText reads the list (a .gz list).
+  with FileSystems.open(uri) as f:
     while True:
       data = f.read(chunk)
       if not data:

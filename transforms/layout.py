@@ -51,7 +51,7 @@ MANIFEST_SUFFIX = '.jsonl'
 # of-00001.jsonl. Only files of exactly these shapes are ever deleted as stale
 # manifests.
 MANIFEST_SHARD = re.compile(
-    rf'^{MANIFEST_PREFIX}(-w\d{{4}}-of-\d{{4}})?-\d{{5}}-of-\d{{5}}'
+    rf'^{MANIFEST_PREFIX}(-w\d{{4,}}-of-\d{{4,}})?-\d{{5,}}-of-\d{{5,}}'
     rf'{re.escape(MANIFEST_SUFFIX)}$')
 
 #: Longest escaped name of one level, in UTF-8 bytes. File systems allow 255;

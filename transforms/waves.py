@@ -45,20 +45,36 @@ class Wave:
     return in_wave(key, self.index, self.count)
 
   def shard_tag(self) -> str:
-    """Part of this wave's manifest shard names: manifest-w0002-of-0005-..."""
+    """Part of this wave's manifest shard names: manifest-w0002-of-0005-...
+    (more digits past 9999 waves; layout.MANIFEST_SHARD takes 4 or more)."""
     return f'w{self.index:04d}-of-{self.count:04d}'
 
+  def _path(self, name: str, index: int) -> str:
+    # One file per wave: a step run twice within a wave reads the same
+    # earlier state, so it can never merge its own counts twice.
+    return os.path.join(self.state_dir, f'{name}-w{index:04d}.pkl')
+
   def load(self, name: str) -> Optional[Any]:
-    """What the waves before this one saved under name (None for the first)."""
-    path = os.path.join(self.state_dir, f'{name}.pkl')
-    if self.first or not os.path.exists(path):
+    """What the waves before this one saved under name (None for the first).
+
+    Raises:
+      FileNotFoundError: a later wave without its predecessor's state (the
+        summary would otherwise count one wave and read as a whole run).
+    """
+    if self.first:
       return None
+    path = self._path(name, self.index - 1)
+    if not os.path.exists(path):
+      raise FileNotFoundError(
+          f'wave {self.index + 1} of {self.count}: the state of the waves '
+          f'before it is missing ({path}); the launcher and its local workers '
+          'must share this folder')
     with open(path, 'rb') as f:
       return pickle.load(f)
 
   def save(self, name: str, value: Any) -> None:
     """State for the next wave, written atomically (temporary file, rename)."""
-    path = os.path.join(self.state_dir, f'{name}.pkl')
+    path = self._path(name, self.index)
     tmp = f'{path}.tmp-{os.getpid()}'
     with open(tmp, 'wb') as f:
       pickle.dump(value, f)
