@@ -212,25 +212,27 @@ def run(argv: Optional[Sequence[str]] = None,
   job.progress_dir = progress_dir
   if runners.is_local(options):
     runners.tune_malloc()
+
+  def launch(one_job: JobConfig):
+    p = test_pipeline or beam.Pipeline(runner=runners.make_runner(options),
+                                       options=options)
+    build_pipeline(p, one_job)
+    return p.run()
+
   waves = 1 if test_pipeline is not None else wave_count(job)
   if waves > 1:
     # Local runs only (job.wave_pairs is 0 on other runners), which wait.
     logger.info('%s: %d waves of about %d (input, style) pairs',
                 PROG, waves, job.wave_pairs)
 
-    def run_wave(wave_job: JobConfig):
-      p = beam.Pipeline(runner=runners.make_runner(options), options=options)
-      build_pipeline(p, wave_job)
-      wave_result = p.run()
+    def launch_and_wait(wave_job: JobConfig):
+      wave_result = launch(wave_job)
       runners.wait_for(wave_result)
       return wave_result
 
-    result = run_waves(job, waves, run_wave)
+    result = run_waves(job, waves, launch_and_wait)
   else:
-    p = test_pipeline or beam.Pipeline(runner=runners.make_runner(options),
-                                       options=options)
-    build_pipeline(p, job)
-    result = p.run()
+    result = launch(job)
   result.job = job
   result.template = runners.template_location(options)
   if wait is None:

@@ -119,21 +119,13 @@ def count_inputs(specs: Sequence[paths.InputSpec],
   return n
 
 
-def _lines(uri: str, chunk: int = 1 << 20) -> Iterable[str]:
-  """A file's lines, read in chunks (a list of 10^6 paths stays out of
-  memory; FileSystems streams offer read(), not line iteration, on every
-  file system)."""
-  rest = b''
-  # Compression from the name, as ReadFromText reads the list (a .gz list).
+def _lines(uri: str) -> Iterable[str]:
+  """A file's lines, streamed. Compression comes from the name, as
+  ReadFromText reads the list (a .gz list); every FileSystems stream (local,
+  GCS, compressed) offers readline()."""
   with FileSystems.open(uri) as f:
-    while True:
-      data = f.read(chunk)
-      if not data:
-        break
-      *lines, rest = (rest + data).split(b'\n')
-      yield from (line.decode('utf-8', 'replace') for line in lines)
-  if rest:
-    yield rest.decode('utf-8', 'replace')
+    for line in iter(f.readline, b''):
+      yield line.decode('utf-8', 'replace')
 
 
 def list_file_entry(line: str, list_dir: str,
