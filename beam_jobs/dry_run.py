@@ -35,7 +35,8 @@ def plan_entries(item: InputFile, roots: List[str], job: JobConfig):
     yield ('todo', root, label, job.layout.output_uri(label, item.key))
 
 
-def summarise(entries, skipped, ignored: int, n_styles: int) -> Dict:
+def summarise(entries, skipped, ignored: int, n_styles: int,
+              known: int = 0) -> Dict:
   todo_per_root = collections.Counter()
   todo_per_style = collections.Counter()
   outputs = []
@@ -47,6 +48,7 @@ def summarise(entries, skipped, ignored: int, n_styles: int) -> Dict:
   return {
       'pairs_to_do': sum(todo_per_style.values()),
       'pairs_skipped_as_done': sum(skipped_per_style.values()),
+      'pairs_known_to_fail': known,
       'pairs_to_do_per_input_root': dict(sorted(todo_per_root.items())),
       'pairs_to_do_per_style': dict(sorted(todo_per_style.items())),
       'skipped_per_style': dict(sorted(skipped_per_style.items())),
@@ -76,9 +78,11 @@ def _plan(job: JobConfig, result_path: str) -> Dict:
   with beam.Pipeline(runner=runners.make_runner(local), options=local) as p:
     listed, ignored = p | 'ListInputs' >> ListInputs(
         job.input_specs, job.input_lists, job.layout)
-    todo, skipped, _, _ = listed | 'SkipDone' >> SkipDone(
-        job.layout, job.styles, job.job_key,
-        rows.row_info(job.model, job.row_params, job.run_id), job.force)
+    todo, skipped, failed, _ = listed | 'SkipDone' >> SkipDone(
+        job.layout, job.styles, job.job_key, job.failure_key,
+        rows.row_info(job.model, job.row_params, job.run_id),
+        job.settings.force, retry_failed=job.settings.retry_failed,
+        remove_legacy=False)
     entries = (todo
                | 'Plan' >> beam.FlatMap(plan_entries, roots, job)
                | 'Entries' >> beam.combiners.ToList())
@@ -87,14 +91,23 @@ def _plan(job: JobConfig, result_path: str) -> Dict:
                           lambda r: label_by_uri.get(r.style, r.style))
                       | 'Skipped' >> beam.combiners.ToList())
     n_ignored = ignored | 'Ignored' >> beam.combiners.Count.Globally()
+    n_known = (failed
+               | 'Known' >> beam.Filter(is_known)
+               | 'CountKnown' >> beam.combiners.Count.Globally())
     _ = (entries
          | 'Summarise' >> beam.Map(
              summarise, skipped=beam.pvalue.AsSingleton(skipped_labels),
              ignored=beam.pvalue.AsSingleton(n_ignored),
+             known=beam.pvalue.AsSingleton(n_known),
              n_styles=len(job.styles))
          | 'Save' >> beam.Map(_save, result_path))
   with open(result_path, encoding='utf-8') as f:
     return json.load(f)
+
+
+def is_known(row) -> bool:
+  """A failed row of a pair that failed the same way before (not retried)."""
+  return bool(row.known)
 
 
 def _save(plan: Dict, path: str) -> None:
@@ -103,12 +116,16 @@ def _save(plan: Dict, path: str) -> None:
 
 
 def format_plan(plan: Dict, job: JobConfig) -> str:
+  known = plan.get('pairs_known_to_fail', 0)
   lines = [
       f'dry run: {plan["pairs_to_do"]} (input, style) pairs to do, '
-      f'{plan["pairs_skipped_as_done"]} skipped as already done, '
+      f'{plan["pairs_skipped_as_done"]} skipped as already done, ' + (
+          f'{known} known to fail (not retried without --retry_failed), '
+          if known else '') +
       f'{plan["files_ignored"]} non-image files ignored; '
-      f'{plan["styles"]} style(s); model not loaded.',
-      '  to do per input root:']
+      f'{plan["styles"]} style(s); model not loaded.']
+  if plan['pairs_to_do_per_input_root']:
+    lines.append('  to do per input root:')
   for root, n in plan['pairs_to_do_per_input_root'].items():
     lines.append(f'    {root}: {n}')
   lines.append('  per style (to do / done):')

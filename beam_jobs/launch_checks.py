@@ -9,15 +9,15 @@ runs that will use it.
 import contextlib
 import os
 import shutil
-import tempfile
 import uuid
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.errors import ConfigError
 from transforms import paths
+from transforms.decode import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS
 from transforms.inputs import any_match, make_input_spec
 from transforms.records import StyleRef
 from transforms.layout import DONE_DIR, STATE_DIR, TMP_DIR
@@ -108,29 +108,60 @@ def input_spec(arg: str, output: str) -> paths.InputSpec:
   return spec
 
 
-def load_styles(styles: List[StyleRef], style_size: int,
-                flag: str) -> List[np.ndarray]:
-  """Every style image read and prepared once, so a bad one fails now."""
-  from transforms.styles import load_style_image
-  pixels = []
+def load_styles(styles: List[StyleRef], style_size: int, flag: str,
+                max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+                max_pixels: int = DEFAULT_MAX_PIXELS
+                ) -> Tuple[List[StyleRef], List[np.ndarray]]:
+  """Every style image read and prepared once, so a bad one fails now.
+
+  Returns the styles with their images' digests and content fingerprints
+  (transforms/identity.py), and the prepared pixels of every image.
+  """
+  from transforms.styles import read_style, with_digests
+  pixels, done = [], []
   for style in styles:
+    digests = []
     for uri, _ in style.parts:
       check_readable_file(uri, flag)
       try:
-        pixels.append(load_style_image(uri, style_size))
+        image, digest = read_style(uri, style_size, max_bytes, max_pixels)
       except Exception as e:  # pylint: disable=broad-except
         raise ConfigError(f'{flag} {uri!r} is not a readable image: '
                           f'{e}') from None
-  return pixels
+      pixels.append(image)
+      digests.append(digest)
+    done.append(with_digests(style, digests))
+  return done, pixels
+
+
+def model_fingerprint(model: str) -> str:
+  """The model's content fingerprint, once per run (transforms/identity.py):
+  from the files' bytes (local) or listed checksums (gs://); nothing is
+  downloaded.
+
+  Raises:
+    ConfigError: the model's files cannot be read.
+  """
+  from transforms.identity import model_fingerprint as fingerprint
+  from transforms.models import embedded
+  from transforms.models.base import ModelLoadError
+  try:
+    return fingerprint(model, resolved=embedded.resolve(model))
+  except FileNotFoundError as e:
+    raise ConfigError(f'--model: model path {str(e)!r} does not exist. Give '
+                      'a SavedModel folder, TF Lite files, a TF Hub handle '
+                      '(https://...), "magenta-lite" or "builtin".') from None
+  except (OSError, ModelLoadError) as e:
+    raise ConfigError(f'--model {model!r}: cannot read its files to '
+                      f'fingerprint them: {e}') from None
 
 
 def model_cache_dirs() -> List[str]:
   """Folders a model check may create: this job's model cache and
   tensorflow_hub's download cache (its default, or $TFHUB_CACHE_DIR)."""
   from transforms.models.builtin import cache_dir
-  hub = os.environ.get('TFHUB_CACHE_DIR') or os.path.join(
-      tempfile.gettempdir(), 'tfhub_modules')
-  return [cache_dir(), hub]
+  from transforms.models.tfhub import hub_cache_dir
+  return [cache_dir(), hub_cache_dir()]
 
 
 def _holds_files(folder: str) -> bool:

@@ -1,13 +1,13 @@
 """Options -> JobConfig: the validated, resolved settings a job is built from.
 
 The concerns live in their own modules, re-exported here for callers:
-flags (beam_jobs/flags.py: StylizeOptions, --help, unknown flags), --config
-files (config.py), pure rules (validation.py), checks that look at files
+every flag's declaration (beam_jobs/settings.py: JobSettings), the command
+line (flags.py: StylizeOptions, --help, unknown flags), --config files
+(config.py), pure rules (validation.py), checks that look at files
 (launch_checks.py, routing_checks.py). validate() runs them in that order.
 """
 
 import dataclasses
-import json
 import os
 import time
 import uuid
@@ -19,21 +19,21 @@ from apache_beam.options.pipeline_options import (PipelineOptions,
 from beam_jobs import launch_checks, routing_checks, runners, validation
 from beam_jobs.config import merge_config
 from beam_jobs.errors import ConfigError
-from beam_jobs.flags import (DEFAULT_MAX_UNTILED_PIXELS, MIN_UNTILED_PIXELS,
-                             StylizeOptions, boolean, is_dry_run,
+from beam_jobs.flags import (StylizeOptions, boolean, is_dry_run,
                              known_option_names)
+from beam_jobs.settings import (DEFAULT_MAX_UNTILED_PIXELS, MIN_UNTILED_PIXELS,
+                                JobSettings)
 from beam_jobs.validation import absolute_model
-from transforms import paths
-from transforms.decode import DEFAULT_MAX_INPUT_BYTES
+from transforms import identity, paths
 from transforms.layout import OutputLayout, canonical_uri
 from transforms.models.base import STRENGTH_PIXEL, STRENGTH_VECTOR, StyleParams
 from transforms.records import StyleRef
 from transforms.waves import Wave
 
 __all__ = ['ConfigError', 'DEFAULT_MAX_UNTILED_PIXELS', 'JobConfig',
-           'MIN_UNTILED_PIXELS', 'StylizeOptions', 'absolute_model', 'boolean',
-           'is_dry_run', 'known_option_names', 'merge_config', 'new_run_id',
-           'validate']
+           'JobSettings', 'MIN_UNTILED_PIXELS', 'StylizeOptions',
+           'absolute_model', 'boolean', 'is_dry_run', 'known_option_names',
+           'merge_config', 'new_run_id', 'validate']
 
 # The image the Dockerfile's image names itself with (see validation.py).
 IMAGE_ENV = 'STYLIZE_SDK_CONTAINER_IMAGE'
@@ -41,71 +41,68 @@ IMAGE_ENV = 'STYLIZE_SDK_CONTAINER_IMAGE'
 
 @dataclasses.dataclass
 class JobConfig:
-  """Validated, resolved settings the pipeline is built from."""
+  """What the pipeline is built from: the validated flags (settings) and
+  what launch resolved from them (paths, styles with their digests, the
+  model's and router's fingerprints, threads for this runner)."""
+  settings: JobSettings
   input_specs: List[paths.InputSpec]
   input_lists: List[str]
   layout: OutputLayout
   styles: List[StyleRef]
-  output: str
+  #: --model with local paths made absolute (what the manifest records).
   model: str
-  max_size: Optional[int]
-  style_size: int
-  output_format: str
-  jpeg_quality: int
-  batch_size: int
-  max_input_pixels: int
+  #: What workers load: --model with --tfhub_mirror applied.
+  model_source: str
+  #: The model's content fingerprint (transforms/identity.py), at launch.
+  model_fingerprint: str
   tf_threads: int
   run_id: str
   style_params: StyleParams = dataclasses.field(default_factory=StyleParams)
   row_params: dict = dataclasses.field(default_factory=dict)
-  force: bool = False
-  max_failure_ratio: float = 0.05
-  manifest_shards: int = 1
   #: Local runs over more pairs run in waves of this many (0: one wave);
   #: the wave a pipeline runs (beam_jobs/waves.py, transforms/waves.py).
   wave_pairs: int = 0
   wave: Optional[Wave] = None
-  model_sha256: Optional[str] = None
   progress_dir: Optional[str] = None
   started_at: float = dataclasses.field(default_factory=time.time)
-  #: Fail the job itself on a bad verdict (remote runners; locally the
-  #: launcher reads summary.json and sets the exit code).
+  #: Fail the job itself on a bad verdict, and keep its lease alive from
+  #: the workers (remote runners; locally the launcher does both).
   fail_job_on_verdict: bool = False
   io_threads: Optional[int] = None
-  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
-  max_untiled_pixels: int = DEFAULT_MAX_UNTILED_PIXELS
-  keep_gps: bool = False
-
-  # What workers load: --model with --tfhub_mirror applied (None: model).
-  model_source: Optional[str] = None
-  # Routing (--route_model; transforms/routing.py): the router's id and
-  # class -> labels of the styles routed to it.
+  # Routing (--route_model; transforms/routing.py): the router folder, its
+  # id and content fingerprint, and class -> labels of the styles routed.
   route_model: Optional[str] = None
   router_id: Optional[str] = None
+  router_fingerprint: Optional[str] = None
   routes: Dict[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
+  @property
+  def output(self) -> str:
+    return self.layout.output
+
+  @property
+  def max_size(self) -> Optional[int]:
+    """The long side of outputs; None keeps the input size."""
+    return self.settings.max_size or None
+
+  def _key(self, values: Dict) -> str:
+    return identity.job_key({
+        'settings': values, 'model': self.model_fingerprint,
+        'router': self.router_fingerprint,
+        'routes': {c: list(s) for c, s in sorted(self.routes.items())},
+        'strength_mode': self.row_params.get('strength_mode')})
 
   @property
   def job_key(self) -> str:
-    """Everything besides input and style that decides an output: what
-    changes its pixels and, with routing, which styles apply to an image
-    (the router and the routes; a new router or new routes redo the work)."""
-    key = {
-        'model': self.model, 'model_sha256': self.model_sha256,
-        'max_size': self.max_size, 'style_size': self.style_size,
-        'format': self.output_format, 'quality': self.jpeg_quality,
-        'params': self.row_params,
-    }
-    # Added only when not at their defaults, so that outputs made before
-    # these flags existed keep their identity (and are not all redone).
-    if self.keep_gps:
-      key['keep_gps'] = True
-    if self.max_untiled_pixels != DEFAULT_MAX_UNTILED_PIXELS:
-      key['max_untiled_pixels'] = self.max_untiled_pixels
-    if self.route_model:
-      key['routing'] = {'router_id': self.router_id,
-                        'routes': {c: list(s) for c, s in self.routes.items()}}
-    return json.dumps(key, sort_keys=True)
+    """Everything besides input and style that decides an output: every
+    pixel-affecting setting (JobSettings.output_identity), the model's and
+    router's content, the routes."""
+    return self._key(self.settings.output_identity())
+
+  @property
+  def failure_key(self) -> str:
+    """job_key and the limits: what decides whether a pair fails."""
+    return self._key(self.settings.outcome_identity())
 
 
 def new_run_id() -> str:
@@ -119,13 +116,14 @@ def validate(options: PipelineOptions, check_model: bool = True,
   Order: the pure rules (no I/O), then inputs, styles, the output folder and
   the model. The model: a local run loads it and tries it (check_model);
   a remote launch or a dry run only checks, without TensorFlow, that it
-  exists and has the --model_sha256 digest. Nothing is created on the way.
+  exists and has the --model_sha256 digest. The content fingerprints of the
+  model, the styles and the router are taken here, once per run. Nothing
+  is created on the way.
 
   Raises:
     ConfigError: the first problem found, with what to do about it.
   """
-  o = options.view_as(StylizeOptions)
-  validation.check_rules(options, os.environ.get(IMAGE_ENV))
+  o = validation.check_rules(options, os.environ.get(IMAGE_ENV))
   if runners.is_dataflow(options):
     worker = options.view_as(WorkerOptions)
     worker.sdk_container_image = validation.dataflow_worker_image(
@@ -147,8 +145,9 @@ def validate(options: PipelineOptions, check_model: bool = True,
       styles = parse_styles(o.style)
     except ValueError as e:
       raise ConfigError(f'--style: {e}') from None
-  style_pixels = launch_checks.load_styles(
-      styles, o.style_size, '--route style' if routing else '--style')
+  styles, style_pixels = launch_checks.load_styles(
+      styles, o.style_size, '--route style' if routing else '--style',
+      o.max_input_bytes, o.max_input_pixels)
 
   if probe_output:
     launch_checks.probe_output_writable(output)
@@ -166,6 +165,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
   with launch_checks.no_new_empty_folders(launch_checks.model_cache_dirs()):
     kind = launch_checks.model_kind(source, o.model_sha256,
                                     light=dry or not local)
+    fingerprint = launch_checks.model_fingerprint(model)
     if check_model and local and not dry:
       launch_checks.try_model(source, style_pixels[0], tf_threads,
                               o.model_sha256)
@@ -189,21 +189,14 @@ def validate(options: PipelineOptions, check_model: bool = True,
       output, o.output_format, paths.common_base([s.root for s in specs]),
       run_id)
   return JobConfig(
-      input_specs=specs, input_lists=lists, layout=layout,
-      styles=styles, output=layout.output, model=model,
-      max_size=o.max_size or None, style_size=o.style_size,
-      output_format=o.output_format, jpeg_quality=o.jpeg_quality,
-      batch_size=o.batch_size, max_input_pixels=o.max_input_pixels,
-      tf_threads=tf_threads,
-      run_id=run_id, style_params=style_params, row_params=row_params,
-      force=bool(o.force), max_failure_ratio=o.max_failure_ratio,
-      manifest_shards=o.manifest_shards, model_sha256=o.model_sha256,
+      settings=o, input_specs=specs, input_lists=lists, layout=layout,
+      styles=styles, model=model, model_source=source,
+      model_fingerprint=fingerprint, tf_threads=tf_threads, run_id=run_id,
+      style_params=style_params, row_params=row_params,
       wave_pairs=o.wave_pairs if local else 0,
       io_threads=runners.default_io_threads(options, o.io_threads),
       fail_job_on_verdict=not local,
-      max_input_bytes=o.max_input_bytes,
-      max_untiled_pixels=o.max_untiled_pixels, keep_gps=bool(o.keep_gps),
-      model_source=source,
       route_model=routing['route_model'] if routing else None,
       router_id=routing['router_id'] if routing else None,
+      router_fingerprint=routing['fingerprint'] if routing else None,
       routes=routing['routes'] if routing else {})

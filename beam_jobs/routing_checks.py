@@ -11,15 +11,17 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from beam_jobs.errors import ConfigError
-from beam_jobs.flags import StylizeOptions
+from beam_jobs.settings import JobSettings
 from transforms import paths
 
 logger = logging.getLogger(__name__)
 
 
-def validate_routing(o: StylizeOptions) -> Optional[dict]:
-  """--route_model and --route -> {route_model, router_id, routes, styles};
-  None without --route_model. Reads router.json only (no model load).
+def validate_routing(o: JobSettings) -> Optional[dict]:
+  """--route_model and --route -> {route_model, router_id, fingerprint,
+  routes, styles}; None without --route_model. Reads router.json, and the
+  router's files for its content fingerprint (and --route_model_sha256);
+  the model is not loaded.
 
   Raises:
     ConfigError: a folder that is not a router, a malformed --route, a
@@ -54,8 +56,38 @@ def validate_routing(o: StylizeOptions) -> Optional[dict]:
   if unrouted:
     logger.info('Images of class(es) %s have no --route: they will be '
                 'skipped rows.', unrouted)
+  from transforms.models.router import router_files
   return {'route_model': folder, 'router_id': info.router_id,
+          'fingerprint': router_fingerprint(router_files(folder, info),
+                                            o.route_model_sha256),
           'routes': routes, 'styles': styles}
+
+
+def router_fingerprint(files: str, expected_sha256: Optional[str]) -> str:
+  """The router's content fingerprint (transforms/identity.py), once per
+  run, after checking --route_model_sha256 (the SHA-256 of its files'
+  listing: router.json and its SavedModel folder, as for --model_sha256).
+  files: router.router_files().
+
+  Raises:
+    ConfigError: the digest differs, or the files cannot be read.
+  """
+  from transforms.identity import files_fingerprint
+  from transforms.models.base import ModelLoadError
+  from transforms.models.checks import digest
+  folder = paths.dirname(files.split(',')[0])
+  try:
+    actual = digest(files) if expected_sha256 else None
+    fingerprint = files_fingerprint(files)
+  except (OSError, ModelLoadError) as e:
+    raise ConfigError(f'--route_model {folder!r}: cannot read its files: '
+                      f'{e}') from None
+  if actual and actual.lower() != expected_sha256.strip().lower():
+    raise ConfigError(
+        f'--route_model {folder!r} has SHA-256 {actual}, not the expected '
+        f'{expected_sha256} (--route_model_sha256): the router changed or is '
+        'not the one you meant. Refusing to use it.')
+  return fingerprint
 
 
 def check_router(folder: str, tf_threads: int) -> None:

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -23,10 +24,13 @@ from beam_jobs.waves import run_waves, wave_count
 from transforms import rows
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeAndWrite
-from transforms.incremental import RemoveStaleTemporary, SkipDone
+from transforms.incremental import (RememberFailures, RemoveStaleTemporary,
+                                    SkipDone)
 from transforms.inputs import ListInputs
 from transforms.layout import SUMMARY_NAME
-from transforms.manifest import WriteManifest, enforce_verdict
+from transforms.lease import (SUBMITTED_EXPIRY_S, Lease, LeaseHeld,
+                              release_at_end)
+from transforms.manifest import InputSetFn, WriteManifest, enforce_verdict
 from transforms.progress import ProgressMonitor, RecordProgress
 from transforms.records import describe_error
 from transforms.report import WriteReport
@@ -40,6 +44,7 @@ logger = logging.getLogger(__name__)
 def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   """Wires the stages; no I/O happens here."""
   layout = job.layout
+  o = job.settings
   row_info = rows.row_info(job.model, job.row_params, job.run_id)
   listed, ignored = p | 'ListInputs' >> ListInputs(
       job.input_specs, job.input_lists, layout)
@@ -51,19 +56,23 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   # The planning join merges aliases, skips done pairs and spreads the work
   # over the workers by key, before any pixels are read.
   todo, skipped, unusable, pairs = listed | 'SkipDone' >> SkipDone(
-      layout, job.styles, job.job_key, row_info, job.force, job.wave)
+      layout, job.styles, job.job_key, job.failure_key, row_info, o.force,
+      job.wave, o.retry_failed, job.io_threads)
   # The progress total: rows each input must give, known when work starts.
   _ = pairs | 'CountPairs' >> beam.ParDo(RecordProgress(job.progress_dir))
   decoded, decode_failed = todo | 'ReadAndDecode' >> ReadAndDecode(
-      job.max_size, job.max_input_pixels, job.max_input_bytes, job.keep_gps,
+      job.max_size, o.max_input_pixels, o.max_input_bytes, o.keep_gps,
       job.io_threads)
   decoded, route_skipped, route_failed, row_deltas = _route(
       decoded, job, row_info)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
-      job.model_source or job.model, job.styles, job.style_size,
-      job.batch_size, job.tf_threads, job.style_params, job.model_sha256)
+      job.model_source, job.styles, o.style_size, o.batch_size,
+      job.tf_threads, job.style_params, o.model_sha256)
+  # Every worker process that writes checks the run holds the lease on
+  # --output; on remote runners the workers also keep its heartbeat.
   ok_rows, write_failed = stylized | 'EncodeAndWrite' >> EncodeAndWrite(
-      layout, job.jpeg_quality, row_info, job.job_key, job.io_threads)
+      layout, o.jpeg_quality, row_info, job.job_key, job.io_threads,
+      lease=(job.run_id, job.fail_job_on_verdict))
   # Progress is recorded on each branch where its rows are made, so it
   # moves while images are stylized (after a Flatten it would only move
   # once every branch is done).
@@ -79,31 +88,63 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
                            ('RouteSkipped', r) for r in route_skipped):
     _ = branch | f'Progress{name}' >> beam.ParDo(
         RecordProgress(job.progress_dir))
-  failures = tuple(failures) | 'AllFailures' >> beam.Flatten()
+  # A failure of the image itself is remembered in its pairs' markers
+  # before the manifest is written (transforms/markers.py).
+  failures = (tuple(failures)
+              | 'AllFailures' >> beam.Flatten()
+              | 'RememberFailures' >> beam.ParDo(RememberFailures(
+                  layout, job.styles, job.failure_key, job.run_id)))
   info = {
       'run_id': job.run_id,
       'model': job.model,
+      'model_fingerprint': job.model_fingerprint,
       'output': job.output,
-      'styles': [{'uri': s.uri, 'label': s.label} for s in job.styles],
-      'output_format': job.output_format,
+      'styles': [{'uri': s.uri, 'label': s.label,
+                  'fingerprint': s.fingerprint} for s in job.styles],
+      'output_format': o.output_format,
       'max_size': job.max_size,
       'params': job.row_params,
       'started_at': job.started_at,
-      'max_failure_ratio': job.max_failure_ratio,
+      'max_failure_ratio': o.max_failure_ratio,
   }
   if job.route_model:
     info['routing'] = {'route_model': job.route_model,
                        'router_id': job.router_id,
+                       'router_fingerprint': job.router_fingerprint,
                        'routes': {c: list(s) for c, s in job.routes.items()}}
-  all_rows, summary = (ok_rows, failures, other_rows, ignored, pairs,
-                       row_deltas) | 'WriteManifest' >> WriteManifest(
-      layout, job.styles, row_info, info, job.manifest_shards, job.wave)
+  manifest_inputs = (ok_rows, failures, other_rows, ignored, pairs,
+                     row_deltas)
+  if job.wave is not None:
+    # Each wave lists every input: a later wave that sees another set than
+    # the first makes the run incomplete (transforms/manifest.py).
+    manifest_inputs += (listed
+                        | 'InputNames' >> beam.Map(input_name)
+                        | 'InputSet' >> beam.CombineGlobally(InputSetFn()),)
+  all_rows, summary = manifest_inputs | 'WriteManifest' >> WriteManifest(
+      layout, job.styles, row_info, info, o.manifest_shards, job.wave)
   report = (all_rows, summary) | 'WriteReport' >> WriteReport(
-      layout, job.styles, job.wave)
+      layout, job.styles, job.wave, (o.max_input_bytes, o.max_input_pixels))
   if job.fail_job_on_verdict:
-    # Remote runners: a bad run must fail as a job, so schedulers see it.
-    _ = summary | 'Verdict' >> beam.Map(
-        enforce_verdict, report_written=beam.pvalue.AsSingleton(report))
+    # Remote runners: the job releases its lease once summary.json and the
+    # report are written; then a bad run fails as a job, so schedulers see
+    # it.
+    released = summary | 'ReleaseLease' >> beam.Map(
+        release_lease, job.output, job.run_id,
+        report_written=beam.pvalue.AsSingleton(report))
+    _ = released | 'Verdict' >> beam.Map(enforce_verdict)
+
+
+def input_name(item) -> str:
+  """An input's name in the wave check: its canonical URI."""
+  return item.uri
+
+
+def release_lease(summary: dict, output: str, run_id: str,
+                  report_written=None) -> dict:
+  """The remote job's release of its lease (after the report)."""
+  del report_written  # Only orders this step after the report.
+  release_at_end(output, run_id)
+  return summary
 
 
 def _route(decoded, job: JobConfig, row_info):
@@ -114,8 +155,8 @@ def _route(decoded, job: JobConfig, row_info):
   if not job.route_model:
     return decoded, (), (), ()
   routed, skipped, failed, deltas = decoded | 'Route' >> RouteImages(
-      job.route_model, job.router_id, job.routes, job.batch_size, row_info,
-      job.tf_threads, job.progress_dir)
+      job.route_model, job.router_id, job.routes, job.settings.batch_size,
+      row_info, job.tf_threads, job.progress_dir)
   return routed, (skipped,), (('Route', failed),), (deltas,)
 
 
@@ -210,8 +251,17 @@ def run(argv: Optional[Sequence[str]] = None,
   options = parse(argv)
   job = validate(options, check_model=check_model)
   job.progress_dir = progress_dir
-  if runners.is_local(options):
+  local = runners.is_local(options)
+  if local:
     runners.tune_malloc()
+  template = runners.template_location(options)
+  if wait is None:
+    wait = local or job.settings.wait
+  waited = bool(wait) and not template
+  # One run per output folder: taken before any work, held (with a
+  # heartbeat) while this process waits; a submitted remote job's workers
+  # keep it and its last step releases it (transforms/lease.py).
+  lease = None if template else take_lease(job, waited)
 
   def launch(one_job: JobConfig):
     p = test_pipeline or beam.Pipeline(runner=runners.make_runner(options),
@@ -219,29 +269,54 @@ def run(argv: Optional[Sequence[str]] = None,
     build_pipeline(p, one_job)
     return p.run()
 
-  waves = 1 if test_pipeline is not None else wave_count(job)
-  if waves > 1:
-    # Local runs only (job.wave_pairs is 0 on other runners), which wait.
-    logger.info('%s: %d waves of about %d (input, style) pairs',
-                PROG, waves, job.wave_pairs)
+  submitted = False
+  try:
+    waves = 1 if test_pipeline is not None else wave_count(job)
+    if waves > 1:
+      # Local runs only (job.wave_pairs is 0 on other runners), which wait.
+      logger.info('%s: %d waves of about %d (input, style) pairs',
+                  PROG, waves, job.wave_pairs)
 
-    def launch_and_wait(wave_job: JobConfig):
-      wave_result = launch(wave_job)
-      runners.wait_for(wave_result)
-      return wave_result
+      def launch_and_wait(wave_job: JobConfig):
+        wave_result = launch(wave_job)
+        runners.wait_for(wave_result)
+        return wave_result
 
-    result = run_waves(job, waves, launch_and_wait)
-  else:
-    result = launch(job)
-  result.job = job
-  result.template = runners.template_location(options)
-  if wait is None:
-    wait = runners.is_local(options) or options.view_as(StylizeOptions).wait
-  result.waited = bool(wait) and not result.template
-  if result.waited:
-    runners.wait_for(result)
+      result = run_waves(job, waves, launch_and_wait)
+    else:
+      result = launch(job)
+    submitted = True
+    result.job = job
+    result.template = template
+    result.waited = waited
+    if waited:
+      runners.wait_for(result)
+    result.lease_lost = lease.lost if lease else None
+  finally:
+    if lease is not None and (waited or not submitted):
+      lease.release()
   result.elapsed_s = time.time() - job.started_at  # For the closing summary.
   return result
+
+
+def take_lease(job: JobConfig, waited: bool) -> Lease:
+  """This run's lease on --output (transforms/lease.py), heartbeat started
+  where this process waits for the job.
+
+  Raises:
+    ConfigError: another run holds it; the message names it.
+  """
+  lease = Lease(job.output, job.run_id, holder=(
+      f'{PROG} on {socket.gethostname()} (pid {os.getpid()})' if waited else
+      f'a job submitted from {socket.gethostname()}'))
+  try:
+    lease.acquire(job.settings.break_lease,
+                  expires_after_s=None if waited else SUBMITTED_EXPIRY_S)
+  except LeaseHeld as e:
+    raise ConfigError(str(e)) from None
+  if waited:
+    lease.start_heartbeat()
+  return lease
 
 
 def read_summary(output: str) -> dict:
@@ -285,7 +360,32 @@ def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
                   'summary.json)' if more > 0 else ''))
   for reason in summary.get('top_failure_reasons', [])[:5]:
     lines.append(f"  failed x{reason['count']}: {reason['reason']}")
+  lines += _failed_lines(summary)
   return '\n'.join(lines)
+
+
+def _failed_lines(summary: dict) -> List[str]:
+  """The failed pairs summary.json names (the first 10 by input), each with
+  its style and reason; known ones (an earlier run failed them the same
+  way) are marked."""
+  failed = summary.get('failed_pairs') or []
+  if not failed:
+    return []
+  labels = {s.get('uri'): s.get('label') for s in summary.get('styles', [])}
+  known = summary.get('failed_known', 0)
+  total = summary['counts'].get('failed', 0)
+  head = f'  failed pairs ({total}'
+  if known:
+    head += (f', {known} known from earlier runs and not retried: '
+             '--retry_failed retries them')
+  head += ')' + (f'; the first {len(failed)}:' if total > len(failed) else
+                 ':')
+  lines = [head]
+  for pair in failed:
+    style = labels.get(pair.get('style'), pair.get('style')) or '-'
+    mark = ' (known)' if pair.get('known') else ''
+    lines.append(f"    {pair['input']} [{style}]: {pair['error']}{mark}")
+  return lines
 
 
 def _job_failed(output: Optional[str], error: BaseException,
@@ -381,6 +481,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(format_summary(summary, result.elapsed_s))
   if summary['verdict'] != 'ok':
     print(f'stylize: {summary["verdict_reason"]}', file=sys.stderr)
+    return 1
+  if getattr(result, 'lease_lost', None):
+    print(f'stylize: error: {result.lease_lost}', file=sys.stderr)
     return 1
   return 0
 

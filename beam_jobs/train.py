@@ -19,7 +19,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_jobs.errors import ConfigError
 from beam_jobs.launch_checks import probe_output_writable
 from transforms import paths
-from transforms.models.router import REPORT_FILE, ROUTER_FILE, SAVED_MODEL_DIR
+from transforms.models.router import (MODELS_DIR, REPORT_FILE, ROUTER_FILE,
+                                      SAVED_MODEL_DIR)
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +345,8 @@ def train(cfg: TrainConfig, beam_argv: Sequence[str] = (),
   created = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
   info = RouterInfo(labels=tuple(cfg.labels), image_size=cfg.image_size,
                     feature_model=cfg.feature_model, router_id=router_id,
-                    created=created, fine_tuned=cfg.fine_tune)
+                    created=created, fine_tuned=cfg.fine_tune,
+                    saved_model=f'{MODELS_DIR}/{router_id}')
   report = {
       'router_id': router_id, 'created': created, 'data': cfg.data,
       'output': cfg.output, 'feature_model': cfg.feature_model,
@@ -368,12 +370,16 @@ def train(cfg: TrainConfig, beam_argv: Sequence[str] = (),
   if tune_fit:
     report['training']['fine_tune'] = dataclasses.asdict(tune_fit)
   start = time.perf_counter()
-  megabytes = keras_model.save_model(model, cfg.image_size, cfg.output)
+  # The new model goes beside the old router's, which stays in use until
+  # router.json names the new one (one atomic write); then the old goes.
+  megabytes = keras_model.save_model(model, cfg.image_size, cfg.output,
+                                     info.saved_model)
   timings['save_s'] = time.perf_counter() - start
   timings['total_s'] = time.perf_counter() - started
   report['timings'] = {k: round(v, 3) for k, v in timings.items()}
   report['size_mb'] = round(megabytes, 1)
   keras_model.write_router_files(info, report, cfg.output)
+  keras_model.remove_other_models(cfg.output, info.saved_model)
   _remove_features(folder)
   out(f'router saved to {cfg.output} ({megabytes:.1f} MB; '
       f'{timings["total_s"]:.1f}s in all)')
@@ -381,14 +387,15 @@ def train(cfg: TrainConfig, beam_argv: Sequence[str] = (),
 
 
 # What a router folder holds (training replaces these on every run).
-ROUTER_ENTRIES = (ROUTER_FILE, REPORT_FILE, SAVED_MODEL_DIR,
+ROUTER_ENTRIES = (ROUTER_FILE, REPORT_FILE, SAVED_MODEL_DIR, MODELS_DIR,
                   FEATURES_DIR.split('/')[0])
 
 
 def check_router_output(output: str) -> None:
-  """--output must be new, empty or an earlier router: training deletes its
-  saved_model/ and features before writing, so a folder holding anything
-  else (a photo folder, another model) is refused rather than changed."""
+  """--output must be new, empty or an earlier router: training replaces
+  its model and features (once the new router is whole), so a folder
+  holding anything else (a photo folder, another model) is refused rather
+  than changed."""
   from transforms.storage import ListingError, iter_files
   try:
     for entry in iter_files(output):

@@ -39,8 +39,12 @@ def test_file_over_max_input_bytes_is_a_failed_row_with_the_reason(
   big.write_bytes(image_bytes(gradient(200, 150), 'JPEG', quality=95))
   Image.new('RGB', (8, 8), (1, 2, 3)).save(inputs / 'small.png')
   assert os.path.getsize(big) > 4000 > os.path.getsize(inputs / 'small.png')
+  # Style images are held to the same limit: a small one.
+  style = tmp_path / 'style.png'
+  gradient(32, 32, seed=3).save(style)
+  assert os.path.getsize(style) < 4000
   out = tmp_path / 'out'
-  run(['--input', str(inputs), '--style', str(samples / 'style' / 'waves.jpg'),
+  run(['--input', str(inputs), '--style', str(style),
        '--output', str(out), '--model', 'builtin', '--max_input_bytes', '4000'])
   rows = manifest_rows(out)
   assert rows['small.png']['status'] == 'ok'
@@ -284,3 +288,43 @@ def test_builtin_model_max_size_0_over_the_budget(tmp_path, samples):
   assert {r['status'] for r in rows.values()} == {'ok'}
   assert (rows['photo.jpg']['width'], rows['photo.jpg']['height']) == (600, 400)
   assert (rows['small.jpg']['width'], rows['small.jpg']['height']) == (60, 40)
+
+
+# ------------------------------------------------------ bytes in flight --
+
+def test_io_stages_bound_the_bytes_they_hold_in_flight():
+  """OverlappedDoFn keeps the pending elements' weights under its byte
+  budget (a heavier element runs alone), not only their number, and
+  keeps the order."""
+  import threading
+  from transforms.overlap import OverlappedDoFn
+
+  class Held(OverlappedDoFn):
+    def __init__(self):
+      super().__init__(threads=4, max_bytes_in_flight=250)
+      self.lock = threading.Lock()
+      self.pending_bytes = []
+
+    def weight(self, element):
+      return element[1]
+
+    def work(self, element):
+      with self.lock:
+        self.pending_bytes.append(self._bytes)
+      return [element[0]], {}
+
+  fn = Held()
+  fn.setup()
+  fn.start_bundle()
+  elements = [(i, 100) for i in range(6)] + [(6, 1000), (7, 100)]
+  out = []
+  from apache_beam.transforms.window import GlobalWindow
+  for e in elements:
+    out += [w.value for w in fn.process(e, timestamp=0,
+                                        window=GlobalWindow())]
+  out += [w.value for w in fn.finish_bundle()]
+  fn.teardown()
+  assert out == list(range(8))
+  # At most two 100-byte elements at a time; the 1000-byte one alone.
+  assert max(b for b in fn.pending_bytes) <= 1000
+  assert all(b <= 250 or b == 1000 for b in fn.pending_bytes)

@@ -1,6 +1,7 @@
 """gs:// end to end on a real GCS emulator (fake-gcs-server on 127.0.0.1)."""
 
 import json
+import pathlib
 import time
 
 import pytest
@@ -148,3 +149,64 @@ def test_gs_object_names_with_dots_and_slashes_stay_inside_output(
     assert not any(level in ('', '.', '..') for level in rest)
   written = [x.name for x in b.list_blobs()]
   assert all(n.startswith(('out/', 'photos', 'styles/')) for n in written)
+
+
+def test_gs_content_identity_and_the_lease(gcs_emulator, tmp_path, samples):
+  """On GCS an input's identity is its CRC32C: an object replaced by other
+  bytes of the same size is redone, one re-uploaded with the same bytes (a
+  new generation) is not. And a second run on a held gs:// output is
+  refused before any work; the lease object is created only if absent."""
+  from beam_jobs.errors import ConfigError
+  from transforms.lease import Lease
+  bucket = gcs_emulator()
+  local = tmp_path / 'in'
+  local.mkdir()
+  for i in range(3):
+    gradient(40, 30, seed=i).save(local / f'p{i}.bmp')
+  photos = upload(local, f'{bucket}/photos')
+  style = upload(samples / 'style' / 'waves.jpg', f'{bucket}/styles')
+  output = f'{bucket}/out'
+  argv = ['--input', photos, '--style', style, '--model', 'builtin',
+          '--output', output]
+  run(argv)
+  # p0: other pixels, the same number of bytes; p1: the same bytes again.
+  gradient(40, 30, seed=7).save(local / 'p0.bmp')
+  assert (local / 'p0.bmp').stat().st_size == (local / 'p2.bmp').stat().st_size
+  upload(local / 'p0.bmp', f'{bucket}/photos')
+  upload(local / 'p1.bmp', f'{bucket}/photos')
+  run(argv)
+  status = {r['input'].rsplit('/', 1)[1]: r['status'] for r in gs_rows(output)}
+  assert status == {'p0.bmp': 'ok', 'p1.bmp': 'skipped', 'p2.bmp': 'skipped'}
+
+  holder = Lease(output, 'someone-else')
+  holder.acquire()
+  try:
+    with pytest.raises(ConfigError, match='in use by another stylize run '
+                       'someone-else'):
+      run(argv)
+    from transforms import gcs
+    with pytest.raises(gcs.PreconditionFailed):  # Created only if absent.
+      gcs.write(holder.uri, b'{}', if_generation_match=0)
+  finally:
+    holder.release()
+  run(argv)
+  assert {r['status'] for r in gs_rows(output)} == {'skipped'}
+
+
+def test_a_cached_model_copy_that_changed_is_fetched_again(
+    gcs_emulator, tmp_path, samples, model_cache):
+  bucket = gcs_emulator()
+  lite = shared_path('models', 'magenta-arbitrary-v1-256-lite')
+  remote = f'{bucket}/lite'
+  for name in ('style_predict_quantized_256.tflite',
+               'style_transfer_quantized_384.tflite'):
+    upload(lite / name, remote)
+  from transforms.models import cache
+  first = cache.localize(remote)
+  copy = next(p for p in pathlib.Path(first).iterdir()
+              if p.name.startswith('style_transfer'))
+  original = copy.read_bytes()
+  copy.write_bytes(original[:-10] + b'0123456789')  # Tampered in place.
+  again = cache.localize(remote)
+  assert again == first
+  assert copy.read_bytes() == original

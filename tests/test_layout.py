@@ -71,7 +71,7 @@ def test_every_output_is_inside_the_output_folder(levels, base, inside):
     key = lay.key(uri)
     try:
       target = lay.output_uri('waves', key)
-      marker = lay.marker_uri('waves', key, 'a' * 40)
+      marker = lay.marker_uri('waves', key)
     except L.LayoutError as e:
       assert 'limit' in str(e)  # Only too long a path is refused.
       continue
@@ -140,8 +140,12 @@ def test_parse_listed_round_trips():
   key = input_key('/in/sub/%weird name.JPG', '/in')
   assert lay.parse_listed(lay.output_uri('waves', key)) == L.Listed(
       'output', 'waves', key)
-  assert lay.parse_listed(lay.marker_uri('waves', key, 'f' * 40)) == L.Listed(
-      'marker', 'waves', key, 'f' * 40)
+  assert lay.parse_listed(lay.marker_uri('waves', key)) == L.Listed(
+      'marker', 'waves', key)
+  # A marker of the earlier format (to remove), and files that are no one's.
+  legacy = f'/out/.stylize/done/waves/{key}.jpg.{"f" * 40}'
+  assert lay.parse_listed(legacy) == L.Listed('legacy-marker', 'waves', key)
+  assert lay.parse_listed('/out/.stylize/done/waves/x.jpg.txt') is None
   assert lay.parse_listed('/out/manifest-00000-of-00001.jsonl') is None
   assert lay.parse_listed('/out/waves/x.png') is None  # Another format.
 

@@ -120,7 +120,7 @@ def test_output_format_choices(world):
 # -- per-file bounds and photo metadata (issues 9 and 13) -------------------
 
 def test_max_input_bytes_positive(world):
-  with pytest.raises(ConfigError, match='--max_input_bytes must be positive'):
+  with pytest.raises(ConfigError, match='--max_input_bytes must be at least 1'):
     check(args(world, '--max_input_bytes', '0'))
 
 
@@ -141,33 +141,33 @@ def test_tile_overlap_within_the_automatic_tiles(world):
 
 def test_avif_output_needs_a_pillow_with_avif(world, monkeypatch):
   job = check(args(world, '--output_format', 'avif'))
-  assert job.output_format == 'avif'
+  assert job.settings.output_format == 'avif'
   # A Pillow built without libavif (older than 11.3, or built from source).
-  monkeypatch.setattr('beam_jobs.validation.avif_supported', lambda: False)
+  monkeypatch.setattr('transforms.formats.avif_supported', lambda: False)
   with pytest.raises(ConfigError, match='--output_format avif needs Pillow'):
     check(args(world, '--output_format', 'avif'))
 
 
 def test_new_settings_resolve_and_enter_the_job_key(world):
   default = check(args(world))
-  assert (default.max_input_bytes, default.max_untiled_pixels,
-          default.keep_gps) == (200_000_000, 2048 * 2048, False)
+  o = default.settings
+  assert (o.max_input_bytes, o.max_untiled_pixels, o.keep_gps) == (
+      200_000_000, 2048 * 2048, False)
   assert default.style_params.max_untiled_pixels == 2048 * 2048
-  # At their defaults they leave the key as it was before they existed, so
-  # earlier runs' outputs are still recognised as done.
-  assert set(json.loads(default.job_key)) == {
-      'model', 'model_sha256', 'max_size', 'style_size', 'format', 'quality',
-      'params'}
   gps = check(args(world, '--keep_gps'))
-  assert gps.keep_gps and json.loads(gps.job_key)['keep_gps'] is True
+  assert gps.settings.keep_gps
+  assert json.loads(gps.job_key)['settings']['keep_gps'] is True
   tiles = check(args(world, '--max_untiled_pixels', '1000000'))
-  assert json.loads(tiles.job_key)['max_untiled_pixels'] == 1_000_000
+  assert json.loads(tiles.job_key)['settings']['max_untiled_pixels'] == (
+      1_000_000)
   avif = check(args(world, '--output_format', 'avif'))
   assert len({default.job_key, gps.job_key, tiles.job_key,
               avif.job_key}) == 4
-  # Not a pixel setting: the byte cap does not change outputs.
-  assert check(args(world, '--max_input_bytes', '5')).job_key == (
-      default.job_key)
+  # Not a pixel setting: the byte cap does not change outputs, only whether
+  # a pair fails (the identity of a remembered failure).
+  capped = check(args(world, '--max_input_bytes', '100000'))
+  assert capped.job_key == default.job_key
+  assert capped.failure_key != default.failure_key
 
 
 def test_input_that_matches_nothing(world):
@@ -281,7 +281,7 @@ def test_config_file_supplies_keys_and_command_line_wins(world):
   argv = merge_config(['--config', str(cfg), '--output', str(world['out'])])
   job = check(argv)
   assert job.output == str(world['out'])  # Command line wins.
-  assert job.batch_size == 2  # From the file.
+  assert job.settings.batch_size == 2  # From the file.
   assert job.input_specs[0].root == str(world['in'])
 
 

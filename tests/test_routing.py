@@ -76,21 +76,26 @@ def test_rows_carry_class_only_when_classified():
   assert 'image_class' not in d
 
 
-def test_job_key_unchanged_without_routing_and_covers_routes():
+def test_job_key_covers_the_router_content_and_the_routes():
+  from beam_jobs.settings import JobSettings
   from transforms.layout import OutputLayout
-  base = dict(input_specs=[], input_lists=[],
-              layout=OutputLayout('/o', 'jpg', '/'), styles=[],
-              output='/o', model='builtin', max_size=64, style_size=64,
-              output_format='jpg', jpeg_quality=90, batch_size=1,
-              max_input_pixels=10, tf_threads=0, run_id='r')
-  plain = JobConfig(**base)
-  assert 'routing' not in json.loads(plain.job_key)
-  routed = JobConfig(**base, route_model='/r', router_id='id1',
-                     routes={'photo': ('a',)})
-  more = JobConfig(**base, route_model='/r', router_id='id1',
-                   routes={'photo': ('a',), 'drawing': ('a',)})
-  retrained = JobConfig(**base, route_model='/r', router_id='id2',
-                        routes={'photo': ('a',)})
+  settings = JobSettings(input=['/i'], output='/o', style=['/s.jpg'])
+
+  def job(**routing):
+    return JobConfig(settings=settings, input_specs=[], input_lists=[],
+                     layout=OutputLayout('/o', 'jpg', '/'), styles=[],
+                     model='builtin', model_source='builtin',
+                     model_fingerprint='builtin:v1', tf_threads=0,
+                     run_id='r', **routing)
+
+  plain = job()
+  assert json.loads(plain.job_key)['router'] is None
+  routed = job(route_model='/r', router_id='id1', router_fingerprint='sha:1',
+               routes={'photo': ('a',)})
+  more = job(route_model='/r', router_id='id1', router_fingerprint='sha:1',
+             routes={'photo': ('a',), 'drawing': ('a',)})
+  retrained = job(route_model='/r', router_id='id2',
+                  router_fingerprint='sha:2', routes={'photo': ('a',)})
   keys = {plain.job_key, routed.job_key, more.job_key, retrained.job_key}
   assert len(keys) == 4
 
@@ -130,8 +135,10 @@ def world(tmp_path):
     styles.append(tmp_path / f's{i}.png')
     gradient(64, 64, seed=i).save(styles[-1])
   router = tmp_path / 'router'
-  router.mkdir()
+  (router / 'saved_model').mkdir(parents=True)
   (router / ROUTER_FILE).write_bytes(_info_json(labels=['document', 'photo']))
+  # Not a SavedModel: these rules read router.json (and fingerprint files).
+  (router / 'saved_model' / 'saved_model.pb').write_bytes(b'not a model')
   return {'in': inputs, 'styles': styles, 'out': tmp_path / 'out',
           'router': router, 'tmp': tmp_path}
 

@@ -178,7 +178,14 @@ def test_dry_run_lists_work_without_model_or_writes(tmp_path, samples, capsys):
   run(argv)
   assert main(argv + ['--dry_run']) == 0
   text = capsys.readouterr().out
-  # The 6 done pairs are skipped; the broken image's 2 pairs would be retried.
+  # The 6 done pairs are skipped; the broken image's 2 pairs are known to
+  # fail (the same image, the same settings), and only retried on request.
+  assert ('dry run: 0 (input, style) pairs to do, 6 skipped as already done, '
+          '2 known to fail (not retried without --retry_failed)') in text
+  assert 'waves: 0 / 3' in text
+  assert 'to do per input root' not in text  # No empty heading.
+  assert main(argv + ['--dry_run', '--retry_failed']) == 0
+  text = capsys.readouterr().out
   assert 'dry run: 2 (input, style) pairs to do, 6 skipped as already done' in text
   assert 'waves: 1 / 3' in text
 

@@ -245,13 +245,20 @@ def test_stylize_tfhub_handle_through_mirror_flag(tmp_path, hub_cache,
   from beam_jobs.stylize import run
   from transforms.models.builtin import ensure_builtin
   from transforms.models.loader import DEFAULT_MODEL
+  from transforms.identity import local_tree_digest
   handle_path = urllib.parse.urlparse(DEFAULT_MODEL).path
   mirror = HubMirror({handle_path: _tar_gz(pathlib.Path(ensure_builtin()))})
+  digest = local_tree_digest([ensure_builtin()])
   out = tmp_path / 'out'
+  argv = ['--input', str(samples / 'content'), '--style',
+          str(samples / 'style' / 'waves.jpg'), '--output', str(out),
+          '--model', DEFAULT_MODEL, '--tfhub_mirror', mirror.url]
   try:
-    run(['--input', str(samples / 'content'), '--style',
-         str(samples / 'style' / 'waves.jpg'), '--output', str(out),
-         '--model', DEFAULT_MODEL, '--tfhub_mirror', mirror.url])
+    # --model_sha256 applies to a handle: the downloaded folder's digest.
+    with pytest.raises(ConfigError, match=f'has SHA-256 {digest}, not the '
+                       'expected 0+ '):
+      run(argv + ['--model_sha256', '0' * 64])
+    run(argv + ['--model_sha256', digest])
   finally:
     mirror.close()
   assert mirror.requests == [f'{handle_path}?tf-hub-format=compressed']
@@ -260,6 +267,14 @@ def test_stylize_tfhub_handle_through_mirror_flag(tmp_path, hub_cache,
   assert len(rows) == 4 and {r['status'] for r in rows} == {'ok'}
   # The manifest names the model asked for, not the mirror.
   assert {r['model'] for r in rows} == {DEFAULT_MODEL}
+
+
+def test_tfhub_cache_is_the_users_own_by_default(monkeypatch, tmp_path):
+  monkeypatch.delenv('TFHUB_CACHE_DIR', raising=False)
+  monkeypatch.setenv('STYLIZE_CACHE_DIR', str(tmp_path / 'mine'))
+  assert tfhub.hub_cache_dir() == str(tmp_path / 'mine' / 'tfhub')
+  monkeypatch.setenv('TFHUB_CACHE_DIR', str(tmp_path / 'chosen'))
+  assert tfhub.hub_cache_dir() == str(tmp_path / 'chosen')
 
 
 def test_unreachable_mirror_is_a_config_error(tmp_path, hub_cache):
@@ -476,7 +491,9 @@ def test_trained_router_is_self_contained(trained_router, tmp_path):
   assert report['validation']['accuracy'] >= 0.8
   assert set(report['validation']['per_class']) == set(CLASSES)
   assert report['training']['head']['epochs_run'] >= 1
-  assert (router_dir / SAVED_MODEL_DIR / 'saved_model.pb').exists()
+  assert info['saved_model'] == f'models/{info["router_id"]}'
+  assert (router_dir / info['saved_model'] / 'saved_model.pb').exists()
+  assert not (router_dir / SAVED_MODEL_DIR).exists()
   assert not (router_dir / '.stylize-train').exists()  # Features removed.
   # The feature model it was trained on is gone (a copy, deleted by the
   # fixture): the router alone classifies, wherever it is copied to.
@@ -516,6 +533,37 @@ def test_fine_tune_trains_the_feature_layer(tmp_path, features_model):
 
 
 @pytest.mark.slow
+def test_a_retrain_that_fails_keeps_the_working_router(tmp_path,
+                                                       features_model,
+                                                       monkeypatch):
+  from training import model as keras_model
+  data = small_set(tmp_path / 'data', per_class=3,
+                   classes=('document', 'photo'))
+  router = tmp_path / 'router'
+  args = train_args(data, router, features_model, '--epochs', '2')
+  train(args, out=lambda _: None)
+  before = json.loads((router / ROUTER_FILE).read_text())
+
+  def crash(*_, **__):
+    raise OSError('disk full')  # The new model is saved; the swap fails.
+
+  monkeypatch.setattr(keras_model, 'write_router_files', crash)
+  with pytest.raises(OSError, match='disk full'):
+    train(args, out=lambda _: None)
+  # The old router is whole and in use; the new model waits beside it.
+  assert json.loads((router / ROUTER_FILE).read_text()) == before
+  assert len(list((router / 'models').iterdir())) == 2
+  assert len(Router(str(router)).classify([np.zeros((8, 8, 3), np.uint8)])) == 1
+  monkeypatch.undo()
+  train(args, out=lambda _: None)
+  after = json.loads((router / ROUTER_FILE).read_text())
+  assert after['router_id'] != before['router_id']
+  # Only the router's own model is left.
+  assert [p.name for p in (router / 'models').iterdir()] == [
+      after['router_id']]
+
+
+@pytest.mark.slow
 def test_unreadable_training_image_is_left_out_with_reason(tmp_path,
                                                           features_model):
   data = small_set(tmp_path / 'data', per_class=3,
@@ -541,6 +589,8 @@ def test_train_from_and_to_gs(gcs_emulator, tmp_path, features_model):
   assert report['classes'] == {'document': {'train': 2, 'validation': 1},
                                'photo': {'train': 2, 'validation': 1}}
   assert FileSystems.exists(f'{output}/{ROUTER_FILE}')
-  assert FileSystems.exists(f'{output}/{SAVED_MODEL_DIR}/saved_model.pb')
+  with FileSystems.open(f'{output}/{ROUTER_FILE}') as f:
+    model_dir = json.loads(f.read())['saved_model']
+  assert FileSystems.exists(f'{output}/{model_dir}/saved_model.pb')
   router = Router(output)  # Copied into the local cache, then loaded.
   assert router.labels == ('document', 'photo')

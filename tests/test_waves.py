@@ -205,3 +205,43 @@ def test_waves_on_worker_processes(tmp_path, samples):
   assert sorted(s['manifest']) == on_disk
   assert {re.search(r'-w(\d{4})-of-0002-', m).group(1) for m in on_disk} == {
       '0000', '0001'}
+
+
+def test_inputs_that_change_between_waves_make_the_run_incomplete(
+    tmp_path, samples, monkeypatch, capsys):
+  """A file renamed between waves can fall into a wave that already ran:
+  the run must not say ok."""
+  from beam_jobs import stylize
+  from beam_jobs.stylize import main
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  for i in range(6):
+    gradient(32, 24, seed=i).save(inputs / f'p{i}.jpg')
+  real = stylize.run_waves
+
+  def rename_after_first_wave(job, waves, run_one):
+    done = []
+
+    def one(wave_job):
+      result = run_one(wave_job)
+      if not done:
+        done.append(1)
+        os.rename(inputs / 'p0.jpg', inputs / 'renamed.jpg')
+      return result
+    return real(job, waves, one)
+
+  monkeypatch.setattr(stylize, 'run_waves', rename_after_first_wave)
+  out = tmp_path / 'out'
+  code = main(['--input', str(inputs), '--style',
+               str(samples / 'style' / 'waves.jpg'), '--model', 'builtin',
+               '--output', str(out), '--wave_pairs', '2'])
+  assert code == 1
+  s = summary(out)
+  assert s['verdict'] == 'incomplete'
+  assert 'the inputs changed while the run ran' in s['verdict_reason']
+  assert 'inputs changed' in capsys.readouterr().err
+  # The rerun sees one set throughout and finishes the job.
+  monkeypatch.undo()
+  assert main(['--input', str(inputs), '--style',
+               str(samples / 'style' / 'waves.jpg'), '--model', 'builtin',
+               '--output', str(out), '--wave_pairs', '2']) == 0

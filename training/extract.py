@@ -27,7 +27,7 @@ from apache_beam.utils import shared
 from transforms import paths
 from transforms.records import describe_error
 from transforms.storage import (iter_top_files, use_anonymous_gcs_for_emulator,
-                                write_atomically)
+                                durable_write)
 from training.data import LabelledImage, load_for_model
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def write_shard(arrays: Dict[str, np.ndarray], folder: str) -> str:
   buf = io.BytesIO()
   np.savez(buf, **arrays)
   uri = paths.join(folder, f'{SHARD_PREFIX}{digest[:20]}.npz')
-  write_atomically(uri, buf.getvalue())
+  durable_write(uri, buf.getvalue())
   return uri
 
 
@@ -134,7 +134,7 @@ def write_failures(failures: List[Tuple[LabelledImage, str]],
   rows = sorted(({'uri': i.uri, 'reason': r} for i, r in failures),
                 key=lambda d: d['uri'])
   uri = paths.join(folder, FAILURES_NAME)
-  write_atomically(uri, json.dumps(rows).encode('utf-8'), 'application/json')
+  durable_write(uri, json.dumps(rows).encode('utf-8'), 'application/json')
   return uri
 
 

@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import paths
 from transforms.models import router as router_format
-from transforms.storage import iter_files, write_atomically
+from transforms.storage import iter_files, durable_write
 from training.data import LabelledImage, load_for_model
 
 logger = logging.getLogger(__name__)
@@ -183,23 +183,16 @@ def _upload_tree(local: str, output: str) -> List[str]:
   return written
 
 
-def save_model(model, image_size: int, output: str) -> float:
-  """Writes {output}/saved_model/; returns its size in MB.
+def save_model(model, image_size: int, output: str, model_dir: str) -> float:
+  """Writes {output}/{model_dir}/ (a folder of its own: an earlier router's
+  model stays whole and in use until router.json names the new one, see
+  write_router_files); returns its size in MB.
 
   The Keras model is saved whole (feature layer included) as a TF2
   SavedModel with a serving signature that takes uint8 images, so the job
-  loads it with tf.saved_model.load alone. The router.json of an earlier
-  router in output is removed first: a folder being rewritten is never
-  taken for a router (write_router_files writes it last).
+  loads it with tf.saved_model.load alone.
   """
   import tensorflow as tf
-  stale = [e.path for e in iter_files(paths.join(
-      output, router_format.SAVED_MODEL_DIR))]
-  router_json = paths.join(output, router_format.ROUTER_FILE)
-  if FileSystems.exists(router_json):
-    stale.insert(0, router_json)
-  if stale:
-    FileSystems.delete(stale)
 
   # autograph=False: nothing to convert (no Python control flow), and
   # AutoGraph would only warn about the closure over the model.
@@ -218,7 +211,7 @@ def save_model(model, image_size: int, output: str) -> float:
     # to be built": true, irrelevant (the router is saved for inference).
     tf_logger.setLevel(logging.ERROR)
     try:
-      model.save(os.path.join(tmp, router_format.SAVED_MODEL_DIR),
+      model.save(os.path.join(tmp, model_dir),
                  save_format='tf', include_optimizer=False,
                  signatures={router_format.SIGNATURE: serve})
     finally:
@@ -235,11 +228,33 @@ def save_model(model, image_size: int, output: str) -> float:
 
 def write_router_files(info: router_format.RouterInfo, report: Dict,
                        output: str) -> None:
-  """report.json, then router.json: the folder is a router from now on."""
+  """router.json (one atomic write: from now on the router is the new one,
+  its model info.saved_model), then report.json."""
   import json
-  write_atomically(paths.join(output, router_format.REPORT_FILE),
-                   json.dumps(report, indent=2, sort_keys=True).encode(),
-                   'application/json')
-  write_atomically(paths.join(output, router_format.ROUTER_FILE),
-                   json.dumps(info.to_json_dict(), indent=2).encode(),
-                   'application/json')
+  durable_write(paths.join(output, router_format.ROUTER_FILE),
+                json.dumps(info.to_json_dict(), indent=2).encode(),
+                'application/json')
+  durable_write(paths.join(output, router_format.REPORT_FILE),
+                json.dumps(report, indent=2, sort_keys=True).encode(),
+                'application/json')
+
+
+def remove_other_models(output: str, keep: str) -> int:
+  """Deletes the SavedModel folders of earlier (or failed) trainings in the
+  router folder, all but keep; the number of files deleted."""
+  stale = []
+  for folder in (router_format.SAVED_MODEL_DIR, router_format.MODELS_DIR):
+    for entry in iter_files(paths.join(output, folder)):
+      rel = entry.path[len(paths.join(output)) + 1:]
+      if not (rel == keep or rel.startswith(keep + '/')):
+        stale.append(entry.path)
+  if stale:
+    FileSystems.delete(stale)
+  if not paths.has_scheme(output):
+    # Local: the emptied folders too (bottom-up; keep's are not empty).
+    for folder in (router_format.SAVED_MODEL_DIR, router_format.MODELS_DIR):
+      for dirpath, _, _ in os.walk(os.path.join(output, folder),
+                                   topdown=False):
+        if not os.listdir(dirpath):
+          os.rmdir(dirpath)
+  return len(stale)

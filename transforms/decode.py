@@ -325,10 +325,16 @@ class ReadFiles(OverlappedDoFn):
     super().setup()
     use_anonymous_gcs_for_emulator()
 
+  def weight(self, element: InputFile) -> int:
+    """The bytes the read will hold (the listed size, else the limit)."""
+    size = element.size_bytes
+    return min(size, self._max_bytes) if size >= 0 else self._max_bytes
+
   def _over_limit(self, item: InputFile, what: str):
     return [beam.pvalue.TaggedOutput(FAILED, Failure(input=item, error=(
         f'read: file is over the --max_input_bytes limit ({what}, limit '
-        f'{self._max_bytes} bytes)')))], {'input_too_large': 1}
+        f'{self._max_bytes} bytes)'), permanent=True))], {
+            'input_too_large': 1}
 
   def work(self, item: InputFile):
     start = time.perf_counter()
@@ -369,6 +375,13 @@ class DecodeImages(OverlappedDoFn):
     register_heif()
     self._converter = SrgbConverter()
 
+  def weight(self, element) -> int:
+    """The file's bytes and the decoded pixels: at most --max_size squared
+    (RGB), else about ten times the file (a JPEG's usual ratio)."""
+    data = element[1]
+    pixels = 3 * self._max_size ** 2 if self._max_size else 10 * len(data)
+    return len(data) + pixels
+
   def work(self, element):
     item, data, read_s = element
     start = time.perf_counter()
@@ -377,14 +390,16 @@ class DecodeImages(OverlappedDoFn):
                            keep_gps=self._keep_gps, converter=self._converter)
     except DecodeError as e:
       return [beam.pvalue.TaggedOutput(FAILED, Failure(
-          input=item, error=f'decode: {e}', timings={'read_s': read_s}))], {
-              'decode_failed': 1}
+          input=item, error=f'decode: {e}', timings={'read_s': read_s},
+          permanent=True))], {'decode_failed': 1}
     except Exception as e:  # pylint: disable=broad-except
       # Pillow raises many types on hostile input; each is this image's
       # failure, recorded with its type, never the job's.
+      # OSError here is Pillow's word for bad data (truncated, corrupt).
       return [beam.pvalue.TaggedOutput(FAILED, Failure(
           input=item, error=f'decode: {describe_error(e)}',
-          timings={'read_s': read_s}))], {'decode_failed': 1}
+          timings={'read_s': read_s},
+          permanent=not isinstance(e, MemoryError)))], {'decode_failed': 1}
     return [DecodedImage(
         input=item, pixels=photo.pixels, source_width=photo.source_width,
         source_height=photo.source_height, exif=photo.metadata.exif,

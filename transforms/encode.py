@@ -3,15 +3,20 @@
 import io
 import logging
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.utils import shared
 from PIL import Image
 
 from transforms.icc import srgb_profile
+from transforms import markers
+from transforms.identity import crc32c
 from transforms.incremental import identity_of
+from transforms.markers import Marker
 from transforms.layout import OutputLayout
+from transforms.lease import keep_on_worker
 from transforms.overlap import OverlappedDoFn
 from transforms.records import Failure, StylizedImage, describe_error
 from transforms.rows import ok_row
@@ -69,21 +74,37 @@ class EncodeAndWriteFn(OverlappedDoFn):
   """
 
   def __init__(self, layout: OutputLayout, quality: int, row_info: dict,
-               job_key: str, threads: Optional[int] = None):
+               job_key: str, threads: Optional[int] = None,
+               lease: Optional[Tuple[str, bool]] = None):
+    """lease: (run id, keep its heartbeat) when the run holds a lease on
+    the output (transforms/lease.py): every worker process checks it holds
+    it before writing; None for no check."""
     super().__init__(threads)
     self._layout = layout
     self._quality = quality
     self._row_info = dict(row_info)
     self._job_key = job_key
+    self._lease_args = lease
+    self._shared = shared.Shared()
+    self._lease = None
     self._icc = None
     self._writer = None
 
   def setup(self):
     super().setup()
     use_anonymous_gcs_for_emulator()
+    if self._lease_args:
+      run_id, heartbeat = self._lease_args
+      self._lease = self._shared.acquire(
+          lambda: keep_on_worker(self._layout.output, run_id, heartbeat),
+          tag=('lease', self._layout.output, run_id))
     # Pixels are sRGB (transforms/icc.py converts every input): say so.
     self._icc = srgb_profile()
     self._writer = Writer(self._layout)
+
+  def weight(self, element: StylizedImage) -> int:
+    """The pixels and (at most as large) their encoded file."""
+    return 2 * element.pixels.nbytes
 
   def work(self, item: StylizedImage):
     timings = dict(item.timings)
@@ -96,11 +117,14 @@ class EncodeAndWriteFn(OverlappedDoFn):
       timings['encode_s'] = time.perf_counter() - start
       start = time.perf_counter()
       self._writer.write(uri, data, MIME_TYPES[fmt])
-      # The done marker comes after the output: a marker always means a
-      # complete output (see transforms/incremental.py).
+      # The done marker comes after the output is durable: a marker always
+      # names a complete output (transforms/markers.py).
+      marker = Marker(status=markers.OK, identity=identity_of(
+          item.input, item.style, self._job_key), size=len(data),
+                      crc32c=crc32c(data), run_id=self._row_info['run_id'])
       self._writer.write(self._layout.marker_uri(
-          item.style.label, item.input.key,
-          identity_of(item.input, item.style, self._job_key)), b'')
+          item.style.label, item.input.key), marker.to_bytes(),
+                         'application/json')
       timings['write_s'] = time.perf_counter() - start
     except Exception as e:  # pylint: disable=broad-except
       return [beam.pvalue.TaggedOutput(FAILED, Failure(
@@ -116,9 +140,11 @@ class EncodeAndWrite(beam.PTransform):
   """PCollection[StylizedImage] -> (ok ManifestRows, failed Failures)."""
 
   def __init__(self, layout: OutputLayout, quality: int, row_info: dict,
-               job_key: str, threads: Optional[int] = None):
+               job_key: str, threads: Optional[int] = None,
+               lease: Optional[Tuple[str, bool]] = None):
     super().__init__()
-    self._fn = EncodeAndWriteFn(layout, quality, row_info, job_key, threads)
+    self._fn = EncodeAndWriteFn(layout, quality, row_info, job_key, threads,
+                                lease)
 
   def expand(self, stylized):
     results = stylized | 'EncodeWrite' >> beam.ParDo(self._fn).with_outputs(

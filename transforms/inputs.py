@@ -63,7 +63,7 @@ def make_input(listed_path: str, entry: storage.Entry,
     except LayoutError as e:
       error = f'input: cannot be mapped to an output safely: {e}'
   return InputFile(uri=uri, key=key, size_bytes=entry.size, mtime=entry.mtime,
-                   error=error)
+                   version=entry.version, error=error)
 
 
 class ExpandInputSpec(beam.DoFn):

@@ -179,34 +179,26 @@ def style_label(label: str) -> str:
   return label
 
 
-def work_identity(uri: str, size_bytes: int, mtime: float, style_uri: str,
-                  job_key: str, key: str, label: str) -> str:
-  """SHA-1 of everything that decides one output's bytes (done markers)."""
-  text = '\0'.join([uri, str(size_bytes), repr(float(mtime)), style_uri,
-                    job_key, key, label])
-  return hashlib.sha1(text.encode('utf-8', 'surrogatepass')).hexdigest()
+# Markers of the earlier format: an empty file named after the output and
+# the SHA-1 of a path-based identity. Never trusted; removed when seen.
+_LEGACY_MARKER = re.compile(r'\.[0-9a-f]{40}$')
+MARKER_SUFFIX = '.json'
 
-
-_IDENTITY = re.compile(r'\.([0-9a-f]{40})$')
+OUTPUT = 'output'
+MARKER = 'marker'
+LEGACY_MARKER = 'legacy-marker'
 
 
 @dataclasses.dataclass(frozen=True)
 class Listed:
   """A file found below {output}, as the skip step sees it.
 
-  kind: 'output' (a stylized image) or 'marker' (a done marker).
+  kind: OUTPUT (a stylized image), MARKER (its done marker) or
+  LEGACY_MARKER (a marker of the earlier format, to remove).
   """
   kind: str
   label: str
   key: str
-  identity: str = ''
-
-  def token(self) -> str:
-    """A compact form for the join: 'label' for an output, 'label/identity'
-    for a marker (labels hold no '/'). A short string per listed file keeps
-    the grouping of millions of them small."""
-    return self.label if self.kind == 'output' else (
-        f'{self.label}/{self.identity}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,9 +236,10 @@ class OutputLayout:
     self.check(uri)
     return uri
 
-  def marker_uri(self, label: str, key: str, identity: str) -> str:
+  def marker_uri(self, label: str, key: str) -> str:
+    """The one done marker of a pair (transforms/markers.py)."""
     uri = paths.join(self.output, DONE_DIR, label,
-                     f'{key}.{self.fmt}.{identity}')
+                     f'{key}.{self.fmt}{MARKER_SUFFIX}')
     self.check(uri)
     return uri
 
@@ -261,20 +254,21 @@ class OutputLayout:
     if not uri.startswith(prefix):
       return None
     rel = uri[len(prefix):]
-    kind = 'output'
-    identity = ''
+    kind = OUTPUT
     if rel.startswith(DONE_DIR + '/'):
-      match = _IDENTITY.search(rel)
-      if not match:
-        return None
-      kind, identity = 'marker', match.group(1)
-      rel = rel[len(DONE_DIR) + 1:match.start()]
+      rel = rel[len(DONE_DIR) + 1:]
+      if rel.endswith(MARKER_SUFFIX):
+        kind, rel = MARKER, rel[:-len(MARKER_SUFFIX)]
+      else:
+        match = _LEGACY_MARKER.search(rel)
+        if not match:
+          return None
+        kind, rel = LEGACY_MARKER, rel[:match.start()]
     label, _, rest = rel.partition('/')
     suffix = '.' + self.fmt
     if not rest.endswith(suffix):
       return None
-    return Listed(kind=kind, label=label, key=rest[:-len(suffix)],
-                  identity=identity)
+    return Listed(kind=kind, label=label, key=rest[:-len(suffix)])
 
   # -- the job's own files ----------------------------------------------
 

@@ -6,6 +6,7 @@ summary comes from a combiner, which lifts before the shuffle. No step
 gathers every row on one worker.
 """
 
+import hashlib
 import json
 import logging
 import posixpath
@@ -100,10 +101,12 @@ class SummaryCombineFn(beam.CombineFn):
 
   def create_accumulator(self):
     return {'counts': {s.value: 0 for s in Status}, 'errors': {},
-            'classes': {}}
+            'classes': {}, 'known': 0}
 
   def add_input(self, acc, row: ManifestRow):
     acc['counts'][row.status.value] += 1
+    if row.status == Status.FAILED and row.known:
+      acc['known'] += 1
     if row.image_class is not None:
       # Routed runs: rows per class and status, for the report's grouping.
       per = acc['classes'].setdefault(row.image_class,
@@ -119,6 +122,7 @@ class SummaryCombineFn(beam.CombineFn):
   def merge_accumulators(self, accs):
     out = self.create_accumulator()
     for acc in accs:
+      out['known'] += acc.get('known', 0)
       for k, v in acc['counts'].items():
         out['counts'][k] += v
       for k, v in acc['errors'].items():
@@ -135,11 +139,28 @@ class SummaryCombineFn(beam.CombineFn):
 
 # summary.json names at most this many ignored files (the first by path).
 IGNORED_LISTED = 20
+# ... and this many failed pairs (the first by input path), with reasons.
+FAILED_LISTED = 10
+
+
+def is_failed(row: ManifestRow) -> bool:
+  return row.status == Status.FAILED
+
+
+def failed_sample(row: ManifestRow) -> Tuple[str, str, str, bool]:
+  """A failed row as summary.json's `failed_pairs` keep it (sortable)."""
+  return (row.input, row.style or '', row.error or '', bool(row.known))
+
+
+def _failed_pairs(samples: Sequence[Tuple[str, str, str, bool]]) -> List[Dict]:
+  return [{'input': i, 'style': s or None, 'error': e, 'known': k}
+          for i, s, e, k in sorted(samples)[:FAILED_LISTED]]
 
 
 def build_summary(acc: Dict, ignored: int, manifests: List[str],
                   info: Dict, expected_pairs: Optional[int] = None,
-                  ignored_files: Sequence[str] = ()) -> Dict:
+                  ignored_files: Sequence[str] = (),
+                  failed: Sequence[Tuple[str, str, str, bool]] = ()) -> Dict:
   """summary.json's content, with the run's verdict (see verdict())."""
   counts = acc['counts']
   top = sorted(acc['errors'].items(), key=lambda kv: (-kv[1], kv[0]))[:10]
@@ -153,6 +174,11 @@ def build_summary(acc: Dict, ignored: int, manifests: List[str],
       'files_ignored': ignored,
       'ignored_files': sorted(ignored_files)[:IGNORED_LISTED],
       'top_failure_reasons': [{'reason': r, 'count': n} for r, n in top],
+      # Known: failed the same way in an earlier run and not retried; they
+      # do not count against --max_failure_ratio.
+      'failed_known': acc.get('known', 0),
+      'failed_new': counts.get('failed', 0) - acc.get('known', 0),
+      'failed_pairs': _failed_pairs(failed),
       'manifest': manifests,
       'expected_pairs': expected_pairs,
   })
@@ -177,13 +203,16 @@ def verdict(summary: Dict) -> Tuple[str, str]:
         f'pairs; {abs(expected - total)} '
         f'{"missing" if total < expected else "too many"}. Rerun: finished '
         'outputs are skipped, the rest is redone.')
-  failed = summary['counts'].get('failed', 0)
+  failed = summary.get('failed_new', summary['counts'].get('failed', 0))
   limit = summary.get('max_failure_ratio')
   ratio = failed / total if total else 0.0
   if limit is not None and ratio > limit:
+    known = summary.get('failed_known', 0)
     return 'too_many_failures', (
         f'{ratio:.1%} of the pairs failed, more than --max_failure_ratio '
-        f'{limit:.1%}; see the failed rows in the manifest.')
+        f'{limit:.1%}; see the failed rows in the manifest.' + (
+            f' ({known} known failure(s) from earlier runs not counted.)'
+            if known else ''))
   return 'ok', ''
 
 
@@ -191,10 +220,9 @@ class JobFailed(RuntimeError):
   """Raised by the pipeline's last step on runners that must fail the job."""
 
 
-def enforce_verdict(summary: Dict, report_written=None) -> Dict:
+def enforce_verdict(summary: Dict) -> Dict:
   """The job's last step where the job itself must fail (remote runners):
   after summary.json and the report are written, a bad verdict fails it."""
-  del report_written  # Only orders this step after the report.
   if summary['verdict'] != 'ok':
     raise JobFailed(f'stylize run {summary["run_id"]}: '
                     f'{summary["verdict_reason"]}')
@@ -204,28 +232,53 @@ def enforce_verdict(summary: Dict, report_written=None) -> Dict:
 def write_summary(acc: Dict, ignored: int, manifests: List[str],
                   expected_pairs: int, layout: OutputLayout,
                   info: Dict, ignored_files: Sequence[str] = (),
-                  wave: Optional[Wave] = None) -> Dict:
+                  wave: Optional[Wave] = None,
+                  failed: Sequence[Tuple[str, str, str, bool]] = (),
+                  input_set: Optional[Tuple[int, int]] = None) -> Dict:
+  """Writes summary.json (in a run split into waves: of every wave so far).
+
+  input_set: (count, digest) of every input this wave listed (all waves'
+  shares, InputSetFn); a later wave that lists another set than the first
+  makes the run 'incomplete': a file renamed between waves could fall into
+  a wave that already ran.
+  """
+  changed = ''
   if wave is not None:
     # The run so far: this wave's counts merged with the earlier waves', so
     # summary.json always describes every wave done (transforms/waves.py).
     earlier = wave.load('summary')
+    first_set = input_set
     if earlier is not None:
+      first_set = earlier['input_set']
+      changed = earlier['inputs_changed']
+      if not changed and input_set != first_set:
+        changed = (f'wave 1 listed {first_set[0]} input files, wave '
+                   f'{wave.index + 1} {input_set[0]} (or other ones)')
       acc = SummaryCombineFn().merge_accumulators([earlier['acc'], acc])
       ignored += earlier['ignored']
       manifests = sorted(earlier['manifests'] + list(manifests))
       expected_pairs += earlier['expected_pairs']
       ignored_files = sorted(list(earlier['ignored_files']) +
                              list(ignored_files))[:IGNORED_LISTED]
+      failed = sorted(list(earlier['failed']) + list(failed))[:FAILED_LISTED]
     if not wave.last:
       wave.save('summary', {'acc': acc, 'ignored': ignored,
                             'manifests': list(manifests),
                             'expected_pairs': expected_pairs,
-                            'ignored_files': list(ignored_files)})
+                            'ignored_files': list(ignored_files),
+                            'failed': list(failed),
+                            'input_set': first_set,
+                            'inputs_changed': changed})
     info = dict(info, waves=wave.count)
   summary = build_summary(acc, ignored, manifests, info, expected_pairs,
-                          ignored_files)
+                          ignored_files, failed)
   if wave is not None:
     summary['waves_done'] = wave.index + 1
+    if changed and summary['verdict'] == 'ok':
+      summary['verdict'], summary['verdict_reason'] = 'incomplete', (
+          f'the inputs changed while the run ran: {changed}. A file added, '
+          'removed or renamed between waves may have been left out. Rerun: '
+          'finished outputs are skipped, the rest is done.')
     if not wave.last:
       # Read before the run ends (or after it was killed), this file must not
       # pass for a finished run.
@@ -236,6 +289,29 @@ def write_summary(acc: Dict, ignored: int, manifests: List[str],
                      json.dumps(summary, indent=2, sort_keys=True).encode(),
                      'application/json')
   return summary
+
+
+class InputSetFn(beam.CombineFn):
+  """Listed inputs -> (count, order-free digest of their names): equal for
+  equal listings, whatever the order (a sum of 64-bit hashes)."""
+
+  def create_accumulator(self):
+    return (0, 0)
+
+  def add_input(self, acc, name: str):
+    digest = hashlib.blake2b(name.encode('utf-8', 'surrogatepass'),
+                             digest_size=8).digest()
+    return acc[0] + 1, (acc[1] + int.from_bytes(digest, 'big')) % (1 << 64)
+
+  def merge_accumulators(self, accs):
+    count = total = 0
+    for n, digest in accs:
+      count += n
+      total = (total + digest) % (1 << 64)
+    return count, total
+
+  def extract_output(self, acc):
+    return acc
 
 
 class WriteManifest(beam.PTransform):
@@ -266,7 +342,8 @@ class WriteManifest(beam.PTransform):
     rows expected per input (ints), (row-count corrections)). The manifest
     must hold exactly the expected rows: one per (input, style), give or
     take the corrections (routing: rows for an image's class only)."""
-    ok_rows, failures, other_rows, ignored, expected_rows, deltas = inputs
+    ok_rows, failures, other_rows, ignored, expected_rows, deltas = inputs[:6]
+    input_set = inputs[6] if len(inputs) > 6 else None
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
         failure_rows, self._styles, self._row_info)
     rows = ((ok_rows, failed_rows) + tuple(other_rows)
@@ -283,6 +360,10 @@ class WriteManifest(beam.PTransform):
     # A bounded sample to name in the summary (Top lifts before the shuffle).
     ignored_files = ignored | 'IgnoredFiles' >> beam.combiners.Top.Smallest(
         IGNORED_LISTED)
+    failed = (rows
+              | 'FailedRows' >> beam.Filter(is_failed)
+              | 'FailedSample' >> beam.Map(failed_sample)
+              | 'FirstFailed' >> beam.combiners.Top.Smallest(FAILED_LISTED))
     pairs = expected_rows
     if deltas:
       pairs = (pairs,) + tuple(deltas) | 'WithCorrections' >> beam.Flatten()
@@ -291,7 +372,10 @@ class WriteManifest(beam.PTransform):
         write_summary,
         ignored=beam.pvalue.AsSingleton(n_ignored),
         ignored_files=beam.pvalue.AsSingleton(ignored_files),
+        failed=beam.pvalue.AsSingleton(failed),
         manifests=beam.pvalue.AsSingleton(manifests),
         expected_pairs=beam.pvalue.AsSingleton(expected),
-        layout=self._layout, info=self._info, wave=self._wave)
+        layout=self._layout, info=self._info, wave=self._wave,
+        **({'input_set': beam.pvalue.AsSingleton(input_set)}
+           if input_set is not None else {}))
     return rows, summary

@@ -6,7 +6,9 @@ decoding the next images would wait for the model. An OverlappedDoFn hands
 each element to a small pool and keeps at most `max_in_flight` of them
 pending, so Pillow decodes (and file reads wait on I/O) while TensorFlow
 infers on the main thread: both release the GIL. Memory stays bounded by
-max_in_flight elements.
+max_in_flight elements and by max_bytes_in_flight bytes (each element's
+weight(): a file's size, a decoded image's pixels), whichever comes first;
+one element heavier than the budget runs alone.
 
 Written by hand: Beam has no bounded-concurrency DoFn (RunInference and
 BatchElements batch, they do not overlap stages within a bundle).
@@ -27,6 +29,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 Result = Tuple[List[object], Dict[str, int]]
 
 
+#: Bytes a stage holds in flight (pending elements' weights) by default: a
+#: dozen 12 MP photos, or one file at the default --max_input_bytes.
+BYTES_IN_FLIGHT = 256 << 20
+
+
 def default_threads() -> int:
   return max(1, min(8, os.cpu_count() or 1))
 
@@ -39,16 +46,24 @@ class OverlappedDoFn(beam.DoFn):
   """
 
   def __init__(self, threads: Optional[int] = None,
-               max_in_flight: Optional[int] = None, namespace='stylize'):
+               max_in_flight: Optional[int] = None, namespace='stylize',
+               max_bytes_in_flight: int = BYTES_IN_FLIGHT):
     self._threads = threads
     self._max_in_flight = max_in_flight
+    self._max_bytes = max_bytes_in_flight
     self._namespace = namespace
     self._pool = None
     self._pending = collections.deque()
+    self._bytes = 0
     self._counters = {}
 
   def work(self, element) -> Result:
     raise NotImplementedError
+
+  def weight(self, element) -> int:
+    """Bytes the element holds while in flight (its input and result)."""
+    del element
+    return 0
 
   def setup(self):
     threads = default_threads() if self._threads is None else self._threads
@@ -58,15 +73,22 @@ class OverlappedDoFn(beam.DoFn):
 
   def start_bundle(self):
     self._pending = collections.deque()
+    self._bytes = 0
 
   def process(self, element, timestamp=beam.DoFn.TimestampParam,
               window=beam.DoFn.WindowParam) -> Iterable:
+    weight = self.weight(element)
+    # Room for this element's bytes first (waiting on the oldest); an
+    # element over the whole budget runs alone.
+    while self._pending and self._bytes + weight > self._max_bytes:
+      yield from self._emit_oldest()
     if self._pool is None:
       future = concurrent.futures.Future()
       future.set_result(self.work(element))
     else:
       future = self._pool.submit(self.work, element)
-    self._pending.append((future, timestamp, window))
+    self._pending.append((future, timestamp, window, weight))
+    self._bytes += weight
     yield from self._drain(keep=self._max)
 
   def finish_bundle(self) -> Iterable:
@@ -80,15 +102,20 @@ class OverlappedDoFn(beam.DoFn):
     """Emits finished work in order; waits while more than keep are pending."""
     while self._pending and (len(self._pending) > keep or
                              self._pending[0][0].done()):
-      future, timestamp, window = self._pending.popleft()
-      outputs, counts = future.result()  # Re-raises a bug in work().
-      for name, n in counts.items():
-        if name not in self._counters:
-          self._counters[name] = Metrics.counter(self._namespace, name)
-        self._counters[name].inc(n)
-      for out in outputs:
-        if isinstance(out, beam.pvalue.TaggedOutput):
-          yield beam.pvalue.TaggedOutput(
-              out.tag, WindowedValue(out.value, timestamp, (window,)))
-        else:
-          yield WindowedValue(out, timestamp, (window,))
+      yield from self._emit_oldest()
+
+  def _emit_oldest(self) -> Iterable:
+    """Waits for the oldest pending element and emits its outputs."""
+    future, timestamp, window, weight = self._pending.popleft()
+    self._bytes -= weight
+    outputs, counts = future.result()  # Re-raises a bug in work().
+    for name, n in counts.items():
+      if name not in self._counters:
+        self._counters[name] = Metrics.counter(self._namespace, name)
+      self._counters[name].inc(n)
+    for out in outputs:
+      if isinstance(out, beam.pvalue.TaggedOutput):
+        yield beam.pvalue.TaggedOutput(
+            out.tag, WindowedValue(out.value, timestamp, (window,)))
+      else:
+        yield WindowedValue(out, timestamp, (window,))

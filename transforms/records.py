@@ -25,6 +25,8 @@ class InputFile:
       extension (transforms.layout.input_key); '' when it has an error.
     size_bytes: size reported by the file system listing (-1 if unknown).
     mtime: last-modified time reported by the listing (0 if unknown).
+    version: the content version the listing reports (local: modification
+      time in ns; GCS: CRC32C or generation; transforms/identity.py).
     todo: labels of the styles still to apply (set by the planning step;
       empty before it; narrowed to the image's class by routing).
     error: why this input cannot be stylized (e.g. it is inside --output);
@@ -37,6 +39,7 @@ class InputFile:
   key: str = ''
   size_bytes: int = -1
   mtime: float = 0.0
+  version: str = ''
   todo: Tuple[str, ...] = ()
   error: str = ''
   image_class: Optional[str] = None
@@ -53,10 +56,15 @@ class StyleRef:
     label: short unique name used in output paths (the file stem, or
       'stem-70+stem-30' for a blend).
     parts: (uri, weight) pairs; one pair with weight 1 for a plain style.
+    digests: SHA-256 of each part's image file, read at launch ('' until
+      then); workers check that the images they load still have them.
+    fingerprint: the style's content identity (transforms/identity.py).
   """
   uri: str
   label: str
   parts: Tuple[Tuple[str, float], ...] = ()
+  digests: Tuple[str, ...] = ()
+  fingerprint: str = ''
 
   def __post_init__(self):
     if not self.parts:
@@ -94,10 +102,17 @@ class StylizedImage:
 
 @dataclasses.dataclass
 class Failure:
-  """A stage failed for an input: for one style, or for all (style None)."""
+  """A stage failed for an input: for one style, or for all (style None).
+
+  permanent: a failure of the image itself (unreadable data, over a limit,
+  refused by the model), which the same input with the same settings would
+  meet again: it is remembered (a failed marker) and not retried by the
+  next run. I/O failures (a read or write that did not go through) are not.
+  """
   input: InputFile
   error: str
   style: Optional[StyleRef] = None
+  permanent: bool = False
   source_width: Optional[int] = None
   source_height: Optional[int] = None
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
@@ -128,10 +143,17 @@ class ManifestRow:
   taken_at: Optional[str] = None
   image_class: Optional[str] = None
   class_score: Optional[float] = None
+  # Failed rows: True when an earlier run failed the same way on the same
+  # input with the same settings, so it was not retried.
+  known: Optional[bool] = None
 
   def to_json_dict(self) -> dict:
     d = dataclasses.asdict(self)
     d['status'] = self.status.value
+    if self.status != Status.FAILED:
+      del d['known']
+    else:
+      d['known'] = bool(self.known)
     # 'class' is a Python keyword, hence the attribute name; rows of images
     # that were not classified (no --route_model) keep their old shape.
     image_class = d.pop('image_class')
@@ -142,6 +164,19 @@ class ManifestRow:
                           round(float(class_score), 4))
     d['timings'] = {k: round(v, 4) for k, v in self.timings.items()}
     return d
+
+
+# Errors that say nothing about the image: memory or I/O trouble of the
+# moment (TensorFlow's ResourceExhaustedError, an unreachable bucket).
+_TRANSIENT = ('MemoryError', 'ResourceExhaustedError', 'TimeoutError',
+              'ConnectionError', 'UnavailableError', 'DeadlineExceededError')
+
+
+def is_permanent(exc: BaseException) -> bool:
+  """Whether an image's failure would happen again on the same image with
+  the same settings (Failure.permanent), or was the moment's (memory, I/O)."""
+  names = {cls.__name__ for cls in type(exc).__mro__}
+  return not (names & set(_TRANSIENT)) and not isinstance(exc, OSError)
 
 
 _NOISE = ('Graph execution error', 'Detected at node', '<stack traces',

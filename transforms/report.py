@@ -18,7 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from transforms import paths
-from transforms.decode import decode_image
+from transforms.decode import (DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS,
+                               DecodeError, decode_image, read_bounded)
 from transforms.layout import OutputLayout
 from transforms.records import ManifestRow, Status, StyleRef
 from transforms.waves import Wave
@@ -32,21 +33,31 @@ MAX_SAMPLES = 200
 MAX_FAILURES = 500
 
 
-def _thumb_bytes(uri: str) -> Tuple[bytes, int, int]:
+def _thumb_bytes(uri: str, max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+                 max_pixels: int = DEFAULT_MAX_PIXELS
+                 ) -> Tuple[bytes, int, int]:
+  """A thumbnail's JPEG bytes and size, read and decoded within the job's
+  limits (--max_input_bytes, --max_input_pixels), as the inputs are."""
   with FileSystems.open(uri, compression_type='uncompressed') as f:
-    data = f.read()
-  pixels, _, _ = decode_image(data, THUMB_SIZE)
+    data = read_bounded(f, max_bytes)
+  if len(data) > max_bytes:
+    raise DecodeError(f'over the --max_input_bytes limit of {max_bytes}')
+  pixels, _, _ = decode_image(data, THUMB_SIZE, max_pixels)
   buf = io.BytesIO()
   Image.fromarray(pixels).save(buf, 'JPEG', quality=85)
   return buf.getvalue(), pixels.shape[1], pixels.shape[0]
 
 
-def make_thumb(uri: str, layout: OutputLayout) -> Dict[str, object]:
-  """Writes a thumbnail of uri below {output}/report/; its relative path."""
+def make_thumb(uri: str, layout: OutputLayout,
+               limits: Tuple[int, int] = (DEFAULT_MAX_INPUT_BYTES,
+                                          DEFAULT_MAX_PIXELS)
+               ) -> Dict[str, object]:
+  """Writes a thumbnail of uri below {output}/report/; its relative path.
+  limits: (--max_input_bytes, --max_input_pixels)."""
   use_anonymous_gcs_for_emulator()
   rel = layout.thumb_rel(uri)
   try:
-    data, w, h = _thumb_bytes(uri)
+    data, w, h = _thumb_bytes(uri, *limits)
   except Exception as e:  # pylint: disable=broad-except
     logger.warning('No thumbnail for %s: %s', uri, e)
     return {'uri': uri, 'thumb': None}
@@ -241,8 +252,13 @@ class WriteReport(beam.PTransform):
   """
 
   def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
-               wave: Optional[Wave] = None):
+               wave: Optional[Wave] = None,
+               limits: Tuple[int, int] = (DEFAULT_MAX_INPUT_BYTES,
+                                          DEFAULT_MAX_PIXELS)):
+    """limits: (--max_input_bytes, --max_input_pixels) for the files read
+    for thumbnails."""
     super().__init__()
+    self._limits = tuple(limits)
     self._layout = layout
     self._styles = list(styles)
     self._wave = wave
@@ -265,7 +281,7 @@ class WriteReport(beam.PTransform):
         | 'AllThumbUris' >> beam.Flatten()
         | 'Distinct' >> beam.Distinct())
     thumbs = (thumb_uris
-              | 'Thumb' >> beam.Map(make_thumb, self._layout)
+              | 'Thumb' >> beam.Map(make_thumb, self._layout, self._limits)
               | 'AllThumbs' >> beam.combiners.ToList())
     return summary | 'WriteHtml' >> beam.Map(
         write_report,

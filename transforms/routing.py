@@ -12,7 +12,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from transforms.progress import PAIRS, RecordProgress
-from transforms.records import DecodedImage, Failure, StyleRef, describe_error
+from transforms.records import (DecodedImage, Failure, StyleRef,
+                                describe_error, is_permanent)
 from transforms.rows import unrouted_row
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class ClassifyBatches(beam.DoFn):
       yield beam.pvalue.TaggedOutput(FAILED, Failure(
           input=item.input, error=f'route: {describe_error(e)}',
           source_width=item.source_width, source_height=item.source_height,
-          timings=dict(item.timings)))
+          timings=dict(item.timings), permanent=is_permanent(e)))
       return
     per_image = (time.perf_counter() - start) / len(batch)
     self._latency.update(int(per_image * 1000))

@@ -1,7 +1,7 @@
 """Manifest rows are built here, and only here, for every status."""
 
 import dataclasses
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from transforms.records import (DecodedImage, Failure, InputFile,
                                 ManifestRow, Status, StyleRef, StylizedImage)
@@ -47,21 +47,31 @@ def skipped_row(item: InputFile, style: StyleRef, output: str,
   return _row(item, style, Status.SKIPPED, info, output=output)
 
 
+def known_failed_row(item: InputFile, style: StyleRef, error: str,
+                     info: Dict) -> ManifestRow:
+  """A pair that failed the same way in an earlier run (not retried)."""
+  return _row(item, style, Status.FAILED, info, error=error, known=True)
+
+
 def failed_input_rows(item: InputFile, styles: Sequence[StyleRef], error: str,
                       info: Dict) -> Iterable[ManifestRow]:
   """An input that cannot be worked on: one failed row per style."""
   for style in styles:
-    yield _row(item, style, Status.FAILED, info, error=error)
+    yield _row(item, style, Status.FAILED, info, error=error, known=False)
+
+
+def affected_styles(failure: Failure,
+                    styles: Sequence[StyleRef]) -> List[StyleRef]:
+  """The failed style, or every style still to do for the input."""
+  return [failure.style] if failure.style is not None else [
+      s for s in styles if s.label in failure.input.todo]
 
 
 def failure_rows(failure: Failure, styles: Sequence[StyleRef],
                  info: Dict) -> Iterable[ManifestRow]:
-  """A stage's Failure -> one failed row per affected style (the failed
-  style, or every style still to do for the input)."""
-  affected = [failure.style] if failure.style is not None else [
-      s for s in styles if s.label in failure.input.todo]
-  for style in affected:
-    yield _row(failure.input, style, Status.FAILED, info,
+  """A stage's Failure -> one failed row per affected style."""
+  for style in affected_styles(failure, styles):
+    yield _row(failure.input, style, Status.FAILED, info, known=False,
                error=failure.error, source_width=failure.source_width,
                source_height=failure.source_height,
                timings=dict(failure.timings))

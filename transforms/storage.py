@@ -14,7 +14,8 @@ from typing import Iterator, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import paths
+from transforms import gcs, paths
+from transforms.identity import local_version
 from transforms.layout import LayoutError, OutputLayout, real_parent_inside
 
 logger = logging.getLogger(__name__)
@@ -58,18 +59,62 @@ def is_object_store(uri: str) -> bool:
 
 # ------------------------------------------------------------------ write --
 
+def _fsync_folder(folder: str) -> None:
+  """Makes a rename in folder durable (POSIX: the folder's entry)."""
+  fd = os.open(folder, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def durable_write(uri: str, data: bytes,
+                  mime_type: str = 'application/octet-stream',
+                  tmp_dir: Optional[str] = None) -> None:
+  """The job's one way to write a file whole and durably.
+
+  Object stores: the object exists, complete, once its upload returns
+  (FileSystems.create closes the upload). Local files: written to a
+  temporary name (in tmp_dir, which must be on the same file system, else
+  beside the file as '.<name>.tmp-<random>'), fsync'ed, renamed into place,
+  and the folder fsync'ed, so after a crash or power loss the file is either
+  its old self or complete, never empty or half-written.
+  """
+  if is_object_store(uri):
+    use_anonymous_gcs_for_emulator()
+    with FileSystems.create(uri, mime_type=mime_type,
+                            compression_type='uncompressed') as f:
+      f.write(data)
+    return
+  folder, name = os.path.split(uri)
+  if not tmp_dir:
+    os.makedirs(folder or '.', exist_ok=True)
+  tmp = (os.path.join(tmp_dir, uuid.uuid4().hex) if tmp_dir else
+         os.path.join(folder or '.', f'.{name}.tmp-{uuid.uuid4().hex[:12]}'))
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, uri)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+  _fsync_folder(folder or '.')
+
+
 class Writer:
-  """Writes files inside the output folder, never half-written.
+  """Writes files inside the output folder, whole and durably.
 
   Every path is checked against the layout first (LayoutError if it is not
-  inside --output). An object store publishes an object only when its
-  upload completes, so it is written in place. A local file is written into
-  this run's temporary folder ({output}/.stylize/tmp/<run id>/) and renamed
-  into place: a run killed mid-write leaves only files in that folder, which
-  the next run removes. Nothing outside the job's own folder is ever
-  deleted. One Writer per DoFn instance: it remembers which folders it has
-  made and checked, so a write costs no extra system calls; it is safe to
-  share between threads (a race only repeats a check).
+  inside --output), then written with durable_write(); local files go
+  through this run's temporary folder ({output}/.stylize/tmp/<run id>/), so
+  a run killed mid-write leaves only files in that folder, which the next
+  run removes. Nothing outside the job's own folder is ever deleted. One
+  Writer per DoFn instance: it remembers which folders it has made and
+  checked, so a write costs no extra checks; it is safe to share between
+  threads (a race only repeats a check).
   """
 
   def __init__(self, layout: OutputLayout):
@@ -82,13 +127,8 @@ class Writer:
     layout = self._layout
     layout.check(uri)
     if is_object_store(uri):
-      use_anonymous_gcs_for_emulator()
-      with FileSystems.create(uri, mime_type=mime_type,
-                              compression_type='uncompressed') as f:
-        f.write(data)
+      durable_write(uri, data, mime_type)
       return
-    # Local files: os directly, for an atomic rename within one file system
-    # (Beam's LocalFileSystem.rename does not create the target's folder).
     try:
       self._write_local(uri, data)
     except FileNotFoundError:
@@ -113,15 +153,14 @@ class Writer:
                           'a symbolic link')
       os.makedirs(tmp_dir, exist_ok=True)
       self._tmp_dir = tmp_dir
-    tmp = os.path.join(self._tmp_dir, uuid.uuid4().hex)
-    try:
-      with open(tmp, 'wb') as f:
-        f.write(data)
-      os.replace(tmp, uri)
-    except BaseException:
-      with contextlib.suppress(OSError):
-        os.remove(tmp)
-      raise
+    durable_write(uri, data, tmp_dir=self._tmp_dir)
+
+  def delete(self, uris: List[str]) -> None:
+    """Deletes files of the job's own (checked against the layout)."""
+    for uri in uris:
+      self._layout.check(uri)
+    if uris:
+      FileSystems.delete(list(uris))
 
 
 def write_file(layout: OutputLayout, uri: str, data: bytes,
@@ -174,33 +213,6 @@ def remove_own_temporary(layout: OutputLayout) -> None:
       os.rmdir(tmp)
 
 
-def write_atomically(uri: str, data: bytes,
-                     mime_type: str = 'application/octet-stream') -> None:
-  """Writes a file whole, for tools that own their output folder
-  (stylize-train's router folder); the job's own writes use write_file().
-
-  Object stores publish an upload whole; a local file is written beside its
-  final name as '.<name>.tmp-<random>' and renamed.
-  """
-  if is_object_store(uri):
-    use_anonymous_gcs_for_emulator()
-    with FileSystems.create(uri, mime_type=mime_type,
-                            compression_type='uncompressed') as f:
-      f.write(data)
-    return
-  folder, name = os.path.split(uri)
-  os.makedirs(folder or '.', exist_ok=True)
-  tmp = os.path.join(folder, f'.{name}.tmp-{uuid.uuid4().hex[:12]}')
-  try:
-    with open(tmp, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, uri)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
-
-
 def delete_below(folder: str) -> int:
   """Deletes every file below folder (a tool's own folder); the count."""
   stale = [e.path for e in iter_files(folder)]
@@ -213,11 +225,18 @@ def delete_below(folder: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """A listed file. size -1 and an error when it could not be looked at."""
+  """A listed file. size -1 and an error when it could not be looked at.
+
+  version: its content version (transforms/identity.py): local, the
+  modification time in ns; GCS, the CRC32C (else generation); crc32c: the
+  object's CRC32C where the store keeps one ('' locally).
+  """
   path: str
   size: int = -1
   mtime: float = 0.0
   error: str = ''
+  version: str = ''
+  crc32c: str = ''
 
 
 def _raise(error: OSError):
@@ -267,7 +286,7 @@ def iter_files(folder: str, follow_links: bool = False) -> Iterator[Entry]:
         except OSError as e:
           yield Entry(path, error=f'{type(e).__name__}: {e.strerror}')
           continue
-        yield Entry(path, st.st_size, st.st_mtime)
+        yield _local_entry(path, st)
   except OSError as e:
     raise ListingError(f'could not list {folder!r}: {type(e).__name__}: '
                        f'{e.strerror or e} ({e.filename})') from e
@@ -286,37 +305,56 @@ def iter_top_files(prefix: str) -> Iterator[Entry]:
     with os.scandir(folder) as it:
       for e in it:
         if e.name.startswith(start) and e.is_file():
-          st = e.stat()
-          yield Entry(e.path, st.st_size, st.st_mtime)
+          yield _local_entry(e.path, e.stat())
   except FileNotFoundError:
     return
 
 
+def _local_entry(path: str, st: os.stat_result) -> Entry:
+  return Entry(path, st.st_size, st.st_mtime, version=local_version(st))
+
+
+def _object_entry(info: 'gcs.ObjectInfo') -> Entry:
+  return Entry(info.uri, info.size, info.mtime, version=info.version,
+               crc32c=info.crc32c)
+
+
 def _iter_objects(prefix: str, what: str) -> Iterator[Entry]:
+  """Objects whose names start with prefix, streamed page by page. gs://
+  through its client library (with checksums: transforms/gcs.py); other
+  stores through FileSystems.match."""
   use_anonymous_gcs_for_emulator()
   try:
-    fs = FileSystems.get_filesystem(prefix)
-    # FileSystem._list streams the listing page by page (GcsIO.list_files
-    # is a generator); the public FileSystems.match gathers every result in
-    # one list first, which for millions of objects is the memory problem.
-    for meta in fs._list(prefix):  # pylint: disable=protected-access
-      yield Entry(meta.path, meta.size_in_bytes,
-                  float(meta.last_updated_in_seconds or 0.0))
+    if prefix.startswith('gs://'):
+      for info in gcs.list_objects(prefix):
+        yield _object_entry(info)
+      return
+    for result in FileSystems.match([prefix + '**']):
+      for meta in result.metadata_list:
+        yield Entry(meta.path, meta.size_in_bytes,
+                    float(meta.last_updated_in_seconds or 0.0),
+                    version=f'mtime:{meta.last_updated_in_seconds}')
   except Exception as e:  # pylint: disable=broad-except
     raise ListingError(f'could not list {what!r}: {type(e).__name__}: '
                        f'{e}') from e
 
 
 def stat(uri: str) -> Entry:
-  """One file's size and modification time, taken literally (no globbing)."""
+  """One file's size, modification time and content version, taken
+  literally (no globbing)."""
   try:
-    if is_object_store(uri):
+    if uri.startswith('gs://'):
       use_anonymous_gcs_for_emulator()
+      info = gcs.stat(uri)
+      if info is None:
+        raise FileNotFoundError(f'no object {uri}')
+      return _object_entry(info)
+    if is_object_store(uri):
       meta = FileSystems.get_filesystem(uri).metadata(uri)
       return Entry(uri, meta.size_in_bytes,
-                   float(meta.last_updated_in_seconds or 0.0))
-    st = os.stat(uri)
-    return Entry(uri, st.st_size, st.st_mtime)
+                   float(meta.last_updated_in_seconds or 0.0),
+                   version=f'mtime:{meta.last_updated_in_seconds}')
+    return _local_entry(uri, os.stat(uri))
   except Exception as e:  # pylint: disable=broad-except
     return Entry(uri, error=f'{type(e).__name__}: {getattr(e, "strerror", None) or e}')
 
@@ -325,13 +363,8 @@ def exists_literally(uri: str) -> Optional[str]:
   """'file', 'folder' or None: what uri names, its characters taken as they
   are (a file called 'IMG [1].jpg' is that file, not a glob)."""
   if is_object_store(uri):
-    use_anonymous_gcs_for_emulator()
-    fs = FileSystems.get_filesystem(uri)
-    try:
-      fs.metadata(uri)
+    if not stat(uri).error:
       return 'file'
-    except Exception:  # pylint: disable=broad-except
-      pass
     for _ in _iter_objects(paths.join(uri) + '/', uri):
       return 'folder'
     return None

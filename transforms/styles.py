@@ -1,5 +1,6 @@
 """Style arguments (plain and blended) and loading style images."""
 
+import dataclasses
 import posixpath
 from typing import List, Optional, Sequence, Tuple
 
@@ -9,27 +10,64 @@ from PIL import Image, ImageOps
 
 from transforms import paths
 from transforms.layout import style_label
-from transforms.decode import decode_image
+from transforms.decode import (DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS,
+                               DecodeError, decode_image, read_bounded)
+from transforms.identity import sha256_bytes, style_fingerprint
 from transforms.records import StyleRef
 
 DEFAULT_STYLE_SIZE = 256
 
 
-def load_style_image(uri: str, style_size: int = DEFAULT_STYLE_SIZE) -> np.ndarray:
-  """float32 [style_size, style_size, 3] in [0, 1].
+class StyleChanged(RuntimeError):
+  """A style image whose content is not what the launch read."""
+
+
+def read_style(uri: str, style_size: int = DEFAULT_STYLE_SIZE,
+               max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, str]:
+  """(float32 [style_size, style_size, 3] in [0, 1], SHA-256 of the file).
 
   Magenta's network was trained on 256x256 styles; like the TF Hub example,
-  the style is centre-cropped to a square so it is not distorted.
+  the style is centre-cropped to a square so it is not distorted. The file
+  is read and decoded within the same limits as the photos
+  (--max_input_bytes, --max_input_pixels).
 
   Raises:
-    OSError / transforms.decode.DecodeError: unreadable or not an image.
+    OSError / transforms.decode.DecodeError: unreadable, over a limit or
+      not an image.
   """
   with FileSystems.open(uri, compression_type='uncompressed') as f:
-    data = f.read()
-  pixels, _, _ = decode_image(data)
+    data = read_bounded(f, max_bytes)
+  if len(data) > max_bytes:
+    raise DecodeError(f'the file is over the --max_input_bytes limit of '
+                      f'{max_bytes} bytes')
+  pixels, _, _ = decode_image(data, max_pixels=max_pixels)
   im = ImageOps.fit(Image.fromarray(pixels), (style_size, style_size),
                     Image.Resampling.LANCZOS)
-  return np.asarray(im, dtype=np.float32) / 255.0
+  return np.asarray(im, dtype=np.float32) / 255.0, sha256_bytes(data)
+
+
+def load_style_image(uri: str, style_size: int = DEFAULT_STYLE_SIZE,
+                     expected_sha256: str = '', **limits) -> np.ndarray:
+  """read_style's pixels; with expected_sha256, only if the file still has
+  that digest (workers check the style the launch fingerprinted).
+
+  Raises:
+    StyleChanged: the file's content is not the expected one.
+  """
+  pixels, digest = read_style(uri, style_size, **limits)
+  if expected_sha256 and digest != expected_sha256:
+    raise StyleChanged(
+        f'style image {uri!r} changed since the job was launched (SHA-256 '
+        f'{digest}, launched with {expected_sha256}); rerun the job.')
+  return pixels
+
+
+def with_digests(style: StyleRef, digests: Sequence[str]) -> StyleRef:
+  """The style with its images' digests and its content fingerprint."""
+  return dataclasses.replace(
+      style, digests=tuple(digests), fingerprint=style_fingerprint(
+          zip(digests, (w for _, w in style.parts))))
 
 
 def _split_weight(item: str) -> Tuple[str, Optional[float]]:

@@ -15,7 +15,7 @@ from apache_beam.utils import shared
 
 from transforms.models.base import StyleParams
 from transforms.records import (DecodedImage, Failure, StyleRef, StylizedImage,
-                                describe_error)
+                                describe_error, is_permanent)
 from transforms.styles import load_style_image
 
 logger = logging.getLogger(__name__)
@@ -109,9 +109,14 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
   start = time.perf_counter()
   stylizer = load_stylizer(model_handle, threads=tf_threads,
                            expected_sha256=model_sha256)
+  # The styles the launch fingerprinted (StyleRef.digests): a style image
+  # replaced since then fails the load rather than mixing two styles under
+  # one identity.
   states = {
       s.label: stylizer.prepare_blend(
-          [(w, load_style_image(uri, style_size)) for uri, w in s.parts])
+          [(w, load_style_image(uri, style_size, expected_sha256=digest))
+           for (uri, w), digest in zip(s.parts, s.digests or ('',) * len(
+               s.parts))])
       for s in styles
   }
   if states:
@@ -191,7 +196,7 @@ class StylizeBatches(beam.DoFn):
             input=item.input, style=style,
             error=f'stylize: {describe_error(out)}',
             source_width=item.source_width, source_height=item.source_height,
-            timings=dict(item.timings)))
+            timings=dict(item.timings), permanent=is_permanent(out)))
         continue
       self._latency.update(int(took * 1000))
       self._ok.inc()

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import paths
+from transforms.identity import local_tree_digest
 from transforms.models.base import ModelLoadError
 from transforms.models.builtin import cache_dir
 from transforms.storage import exists_literally, iter_files, stat
@@ -86,6 +87,54 @@ def _savedmodel_root(folder: str) -> str:
   return folder
 
 
+# Beside each cached copy: the SHA-256 of its files when it was made, so a
+# copy changed since (by a crash, a disk error, or another user) is noticed
+# before it is used. Left out of every digest (identity.local_tree_digest).
+DIGEST_NOTE = '.stylize-sha256'
+
+
+def _note_path(folder: str) -> str:
+  return os.path.join(folder, DIGEST_NOTE)
+
+
+def _write_note(folder: str) -> None:
+  with open(_note_path(folder), 'w', encoding='ascii') as f:
+    f.write(local_tree_digest([folder]) + '\n')
+
+
+def cached_copy_intact(folder: str) -> bool:
+  """True when a cached folder still has the digest noted when it was made
+  (a folder without a note, from an older version, is noted now)."""
+  note = _note_path(folder)
+  if not os.path.exists(note):
+    _write_note(folder)
+    return True
+  with open(note, encoding='ascii') as f:
+    noted = f.read().strip()
+  return noted == local_tree_digest([folder])
+
+
+def verify_hub_cache(folder: str, handle: str) -> None:
+  """A TF Hub download in tensorflow_hub's cache still has the digest it
+  had when this job first used it (noted beside the folder).
+
+  Raises:
+    ModelLoadError: it changed; saying how to download it again.
+  """
+  note = folder.rstrip('/') + DIGEST_NOTE
+  digest = local_tree_digest([folder])
+  if not os.path.exists(note):
+    with open(note, 'w', encoding='ascii') as f:
+      f.write(digest + '\n')
+    return
+  with open(note, encoding='ascii') as f:
+    if f.read().strip() != digest:
+      raise ModelLoadError(
+          f'the cached download of {handle!r} in {folder} changed since it '
+          f'was first used (SHA-256 {digest}); delete {folder} and {note} '
+          'to download it again.')
+
+
 def _localize_one(uri: str) -> str:
   """One model part -> local path (file or folder)."""
   if _is_remote(uri):
@@ -94,6 +143,12 @@ def _localize_one(uri: str) -> str:
     files = [(uri, os.path.getsize(uri), os.path.getmtime(uri))]
   key = hashlib.sha1(repr((uri, files)).encode()).hexdigest()[:20]
   target = os.path.join(cache_dir(), 'remote', key)
+  if os.path.exists(target) and not cached_copy_intact(target):
+    logger.warning('The cached copy of %s in %s changed since it was made; '
+                   'fetching it again.', uri, target)
+    stale = tempfile.mkdtemp(prefix='.stale-', dir=os.path.dirname(target))
+    os.rename(target, os.path.join(stale, 'copy'))
+    shutil.rmtree(stale, ignore_errors=True)
   if not os.path.exists(target):
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.fetch-', dir=os.path.dirname(target))
@@ -109,6 +164,7 @@ def _localize_one(uri: str) -> str:
         archive = os.path.join(tmp, os.path.basename(uri))
         _safe_extract(archive, os.path.join(tmp, 'model'))
         os.remove(archive)
+      _write_note(tmp)
       try:
         os.rename(tmp, target)
       except OSError:
@@ -137,35 +193,12 @@ def localize(handle: str) -> str:
                          f'{type(e).__name__}: {e}') from e
 
 
-def _file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(_CHUNK), b''):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 def model_digest(local_handle: str) -> str:
-  """SHA-256 of a model file; of a folder or file pair, of its listing.
-
-  A folder's digest is the SHA-256 of the sorted lines
-  '<relative path> <sha256 of the file>\\n' (the same whether the folder was
-  copied from a bucket or not); a single file's is the file's own.
-  """
-  parts = [p.strip() for p in local_handle.split(',')]
-  if len(parts) == 1 and os.path.isfile(parts[0]):
-    return _file_sha256(parts[0])
-  lines = []
-  for part in parts:
-    if os.path.isfile(part):
-      lines.append(f'{os.path.basename(part)} {_file_sha256(part)}\n')
-      continue
-    for root, _, files in os.walk(part):
-      for name in files:
-        full = os.path.join(root, name)
-        rel = os.path.relpath(full, part).replace(os.sep, '/')
-        lines.append(f'{rel} {_file_sha256(full)}\n')
-  return hashlib.sha256(''.join(sorted(lines)).encode()).hexdigest()
+  """SHA-256 of a model file; of a folder or file pair, of its listing
+  (identity.local_tree_digest: the sorted lines
+  '<relative path> <file sha256>\\n', the same whether the folder was
+  copied from a bucket or not)."""
+  return local_tree_digest([p.strip() for p in local_handle.split(',')])
 
 
 def verify_digest(local_handle: str, expected: Optional[str],

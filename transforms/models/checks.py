@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import paths, storage
+from transforms.identity import listing_digest
 from transforms.models import builtin, embedded
 from transforms.models.base import ModelLoadError
 
@@ -59,8 +60,10 @@ def digest(handle: str) -> str:
   for part, files in zip(parts, listed):
     single = storage.exists_literally(part) == 'file'
     for rel, uri in files:
-      lines.append(f'{paths.basename(uri) if single else rel} {_sha256(uri)}\n')
-  return hashlib.sha256(''.join(sorted(lines)).encode()).hexdigest()
+      if not paths.basename(rel).startswith('.stylize-'):
+        lines.append(f'{paths.basename(uri) if single else rel} '
+                     f'{_sha256(uri)}\n')
+  return listing_digest(lines)
 
 
 def check_model(handle: str, sha256: Optional[str] = None,
@@ -80,10 +83,8 @@ def check_model(handle: str, sha256: Optional[str] = None,
     return 'builtin'
   name, handle = handle, embedded.resolve(handle)
   if handle.startswith(('http://', 'https://')):
-    if sha256:
-      raise ModelLoadError(
-          '--model_sha256 needs a model in files (local, gs:// or .tar.gz); a '
-          'TF Hub handle is downloaded and cached by tensorflow_hub itself.')
+    # With --model_sha256 the downloaded folder is checked where it is
+    # downloaded: by the local launch, or by each worker.
     _check_reachable(handle, timeout_s)
     return 'hub'
   names = []

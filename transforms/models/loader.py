@@ -46,12 +46,17 @@ def load_stylizer(handle: str, threads: int = 0,
   """
   original = handle
   handle = cache.localize(tfhub.mirrored(embedded.resolve(handle)))
-  if expected_sha256 and describe_model(handle) == 'hub':
-    raise ModelLoadError(
-        '--model_sha256 needs a model in files (local, gs:// or .tar.gz); a '
-        'TF Hub handle is downloaded and cached by tensorflow_hub itself.')
-  cache.verify_digest(handle, expected_sha256, original)
-  stylizer = _load_local(handle, threads)
+  if describe_model(handle) == 'hub':
+    # Downloaded (once) into tensorflow_hub's cache; the folder is checked
+    # against the digest noted when it was first used, and --model_sha256.
+    folder = tfhub.resolve(handle)
+    cache.verify_hub_cache(folder, original)
+    cache.verify_digest(folder, expected_sha256, original)
+    from transforms.models.hub_model import HubStylizer
+    stylizer = HubStylizer(original, path=folder, kind='hub')
+  else:
+    cache.verify_digest(handle, expected_sha256, original)
+    stylizer = _load_local(handle, threads)
   stylizer.handle = original
   return stylizer
 

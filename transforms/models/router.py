@@ -4,12 +4,18 @@ A router is a folder that is enough on its own (nothing is fetched when it
 is loaded, so workers need no network):
 
   router.json    format, labels (in output order), input size, the feature
-                 model it was trained on, a unique id
-  saved_model/   the whole Keras model (the hub.KerasLayer feature model and
+                 model it was trained on, a unique id, and which SavedModel
+                 folder is the router's (`saved_model`)
+  models/<id>/   the whole Keras model (the hub.KerasLayer feature model and
                  the trained head) as a TF2 SavedModel; its serving signature
                  takes uint8 [B, S, S, 3] `images` and returns float32
-                 [B, classes] `probabilities`
+                 [B, classes] `probabilities`. (Routers trained before
+                 this layout keep theirs in saved_model/.)
   report.json    how it was trained and how well it did on validation
+
+Retraining writes the new model into a folder of its own beside the old one
+and then replaces router.json (one atomic write): until that moment the old
+router is whole and in use, so a retrain that fails loses nothing.
 
 The job loads saved_model/ with tf.saved_model.load, so it needs neither
 Keras nor tensorflow_hub, whichever Keras version TF ships.
@@ -31,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 ROUTER_FILE = 'router.json'
 REPORT_FILE = 'report.json'
-SAVED_MODEL_DIR = 'saved_model'
+SAVED_MODEL_DIR = 'saved_model'  # Routers trained before models/<id>/.
+MODELS_DIR = 'models'
 ROUTER_FORMAT = 'stylize-router'
 ROUTER_VERSION = 1
 SIGNATURE = 'serving_default'
@@ -55,6 +62,7 @@ class RouterInfo:
     router_id: unique per training run; part of the job's identity of work.
     created: UTC time of training, ISO 8601.
     fine_tuned: whether the feature model's weights were trained too.
+    saved_model: the router's SavedModel folder, relative to the router.
   """
   labels: Tuple[str, ...]
   image_size: int
@@ -62,6 +70,7 @@ class RouterInfo:
   router_id: str
   created: str = ''
   fine_tuned: bool = False
+  saved_model: str = SAVED_MODEL_DIR
 
   def to_json_dict(self) -> dict:
     return {
@@ -69,7 +78,7 @@ class RouterInfo:
         'labels': list(self.labels), 'image_size': self.image_size,
         'feature_model': self.feature_model, 'router_id': self.router_id,
         'created': self.created, 'fine_tuned': self.fine_tuned,
-        'saved_model': SAVED_MODEL_DIR, 'signature': SIGNATURE,
+        'saved_model': self.saved_model, 'signature': SIGNATURE,
         'input': f'{INPUT_NAME}: uint8 [batch, {self.image_size}, '
                  f'{self.image_size}, 3], the whole image resized',
         'output': f'{OUTPUT_NAME}: float32 [batch, {len(self.labels)}]',
@@ -111,11 +120,24 @@ def parse_router_info(data: bytes, folder: str) -> RouterInfo:
                         '"image_size"')
   if not d.get('router_id'):
     raise _not_a_router(folder, f'{ROUTER_FILE} has no "router_id"')
+  saved_model = str(d.get('saved_model') or SAVED_MODEL_DIR)
+  if any(level in ('', '.', '..') for level in saved_model.split('/')):
+    raise _not_a_router(folder, f'{ROUTER_FILE} names a "saved_model" '
+                        f'outside the router: {saved_model!r}')
   return RouterInfo(labels=tuple(labels), image_size=size,
                     feature_model=str(d.get('feature_model', '')),
                     router_id=str(d['router_id']),
                     created=str(d.get('created', '')),
-                    fine_tuned=bool(d.get('fine_tuned', False)))
+                    fine_tuned=bool(d.get('fine_tuned', False)),
+                    saved_model=saved_model)
+
+
+def router_files(folder: str, info: RouterInfo) -> str:
+  """What makes the router (its router.json and its SavedModel folder), as
+  a comma-separated handle for fingerprints and digests: earlier models
+  left beside it do not count."""
+  return (f'{paths.join(folder, ROUTER_FILE)},'
+          f'{paths.join(folder, info.saved_model)}')
 
 
 def read_router_info(folder: str) -> RouterInfo:
@@ -169,14 +191,14 @@ class Router:
     self.folder = folder
     self.info = read_router_info(folder)
     local = cache.localize(folder)
-    model_dir = paths.join(local, SAVED_MODEL_DIR)
+    model_dir = paths.join(local, self.info.saved_model)
     try:
       self._model = tf.saved_model.load(model_dir)
       self._fn = self._model.signatures[SIGNATURE]
     except Exception as e:  # pylint: disable=broad-except
       detail = str(e).strip().splitlines()[0] if str(e).strip() else ''
       raise RouterError(
-          f'router {folder!r}: its {SAVED_MODEL_DIR}/ does not load as a '
+          f'router {folder!r}: its {self.info.saved_model}/ does not load as a '
           f'SavedModel with a {SIGNATURE!r} signature: {type(e).__name__}: '
           f'{detail}. Retrain it with stylize-train.') from e
     self._tf = tf

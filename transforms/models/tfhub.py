@@ -14,6 +14,7 @@ from transforms.models.base import ModelLoadError
 logger = logging.getLogger(__name__)
 
 MIRROR_ENV = 'TFHUB_MIRROR'
+CACHE_ENV = 'TFHUB_CACHE_DIR'
 TFHUB_HOSTS = ('tfhub.dev', 'www.tfhub.dev')
 # What a TF1 Hub module (the format of hub.Module, TF1's API) holds next to
 # its saved_model.pb; TF2 SavedModels never have it. tensorflow_hub itself
@@ -71,15 +72,37 @@ def mirrored(handle: str, flag: Optional[str] = None) -> str:
     raise ModelLoadError(str(e)) from None
 
 
+def hub_cache_dir() -> str:
+  """Where tensorflow_hub caches downloads: $TFHUB_CACHE_DIR, else a folder
+  of this user's (the job's cache, ~/.cache/stylize/tfhub), not
+  tensorflow_hub's own default under the shared temporary folder, where
+  another user of the machine could plant a model before the first
+  download."""
+  from transforms.models.builtin import cache_dir
+  return os.environ.get(CACHE_ENV) or os.path.join(cache_dir(), 'tfhub')
+
+
+def use_private_hub_cache() -> str:
+  """Points tensorflow_hub at hub_cache_dir() (in this process and the
+  processes it starts) and returns it; a folder it creates is private to
+  the user (mode 0700)."""
+  folder = hub_cache_dir()
+  os.environ.setdefault(CACHE_ENV, folder)
+  return folder
+
+
 def resolve(handle: str) -> str:
   """Local folder of a model: tensorflow_hub downloads and caches URLs
-  ($TFHUB_CACHE_DIR); local paths come back unchanged.
+  (hub_cache_dir()); local paths come back unchanged.
 
   Raises:
     ModelLoadError: the download failed.
   """
   if not handle.startswith(('http://', 'https://')):
     return handle
+  folder = use_private_hub_cache()
+  if not folder.startswith(('gs://',)) and not os.path.isdir(folder):
+    os.makedirs(folder, mode=0o700, exist_ok=True)
   from transforms.native_logs import import_tensorflow
   import_tensorflow()
   import tensorflow_hub as hub
