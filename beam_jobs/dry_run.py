@@ -110,6 +110,22 @@ def is_known(row) -> bool:
   return bool(row.known)
 
 
+def lease_note(job: JobConfig) -> str:
+  """A line saying another run holds --output now (read, never taken: a
+  dry run writes nothing), or ''."""
+  import time
+  from transforms.lease import Lease
+  current = Lease(job.output, job.run_id).current()
+  if current is None:
+    return ''
+  now = time.time()
+  if current.expired(now) or current.gone():
+    return (f'  note: a stale lease of {current.describe(now)} is on '
+            '--output; a real run takes it over.')
+  return (f'  note: --output is in use by {current.describe(now)}; a real '
+          'run now would stop before any work (exit code 2).')
+
+
 def _save(plan: Dict, path: str) -> None:
   with open(path, 'w', encoding='utf-8') as f:
     json.dump(plan, f)
@@ -135,6 +151,9 @@ def format_plan(plan: Dict, job: JobConfig) -> str:
   if plan['first_outputs']:
     lines.append('  first outputs:')
     lines += [f'    {o}' for o in plan['first_outputs']]
+  note = lease_note(job)
+  if note:
+    lines.append(note)
   if job.route_model:
     # Classes are only known once the router has seen the pixels.
     lines.append('  routing: router not loaded, so these count every route '

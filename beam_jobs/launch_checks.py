@@ -134,24 +134,32 @@ def load_styles(styles: List[StyleRef], style_size: int, flag: str,
   return done, pixels
 
 
-def model_fingerprint(model: str) -> str:
+def model_fingerprint(model: str, sha256: Optional[str] = None) -> str:
   """The model's content fingerprint, once per run (transforms/identity.py):
   from the files' bytes (local) or listed checksums (gs://); nothing is
-  downloaded.
+  downloaded. For local files it is their SHA-256, checked here against
+  --model_sha256 (sha256).
 
   Raises:
-    ConfigError: the model's files cannot be read.
+    ConfigError: the model's files cannot be read, or have another digest.
   """
   from transforms.identity import model_fingerprint as fingerprint
   from transforms.models import embedded
   from transforms.models.base import ModelLoadError
+  from transforms.models.cache import check_digest
   try:
-    return fingerprint(model, resolved=embedded.resolve(model))
+    found = fingerprint(model, resolved=embedded.resolve(model))
+    if sha256 and found.startswith('sha256:'):
+      check_digest(model, found[len('sha256:'):], sha256)
+    return found
   except FileNotFoundError as e:
-    raise ConfigError(f'--model: model path {str(e)!r} does not exist. Give '
-                      'a SavedModel folder, TF Lite files, a TF Hub handle '
-                      '(https://...), "magenta-lite" or "builtin".') from None
-  except (OSError, ModelLoadError) as e:
+    raise ConfigError(f'--model: model {str(e)!r} does not exist (no file or '
+                      'folder there). Give a SavedModel folder, TF Lite '
+                      'files, a .tar.gz, a TF Hub handle, "magenta-lite" or '
+                      '"builtin".') from None
+  except ModelLoadError as e:
+    raise ConfigError(f'--model: {e}') from None
+  except OSError as e:
     raise ConfigError(f'--model {model!r}: cannot read its files to '
                       f'fingerprint them: {e}') from None
 

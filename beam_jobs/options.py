@@ -68,6 +68,8 @@ class JobConfig:
   #: Fail the job itself on a bad verdict, and keep its lease alive from
   #: the workers (remote runners; locally the launcher does both).
   fail_job_on_verdict: bool = False
+  #: A classic template's job: its workers take the lease (no launcher).
+  workers_take_lease: bool = False
   io_threads: Optional[int] = None
   # Routing (--route_model; transforms/routing.py): the router folder, its
   # id and content fingerprint, and class -> labels of the styles routed.
@@ -89,14 +91,14 @@ class JobConfig:
     return identity.job_key({
         'settings': values, 'model': self.model_fingerprint,
         'router': self.router_fingerprint,
-        'routes': {c: list(s) for c, s in sorted(self.routes.items())},
         'strength_mode': self.row_params.get('strength_mode')})
 
   @property
   def job_key(self) -> str:
     """Everything besides input and style that decides an output: every
     pixel-affecting setting (JobSettings.output_identity), the model's and
-    router's content, the routes."""
+    router's content. (The classes routed to a style are part of that
+    style's fingerprint.)"""
     return self._key(self.settings.output_identity())
 
   @property
@@ -148,6 +150,8 @@ def validate(options: PipelineOptions, check_model: bool = True,
   styles, style_pixels = launch_checks.load_styles(
       styles, o.style_size, '--route style' if routing else '--style',
       o.max_input_bytes, o.max_input_pixels)
+  if routing:
+    styles = [identity.with_routes(s, routing['routes']) for s in styles]
 
   if probe_output:
     launch_checks.probe_output_writable(output)
@@ -163,12 +167,13 @@ def validate(options: PipelineOptions, check_model: bool = True,
   local = runners.is_local(options)
   dry = is_dry_run(options)
   with launch_checks.no_new_empty_folders(launch_checks.model_cache_dirs()):
-    kind = launch_checks.model_kind(source, o.model_sha256,
-                                    light=dry or not local)
-    fingerprint = launch_checks.model_fingerprint(model)
+    # The content fingerprint first: for local files it is the SHA-256 that
+    # --model_sha256 names, so the files are read once at launch.
+    fingerprint = launch_checks.model_fingerprint(model, o.model_sha256)
+    sha256 = None if fingerprint.startswith('sha256:') else o.model_sha256
+    kind = launch_checks.model_kind(source, sha256, light=dry or not local)
     if check_model and local and not dry:
-      launch_checks.try_model(source, style_pixels[0], tf_threads,
-                              o.model_sha256)
+      launch_checks.try_model(source, style_pixels[0], tf_threads, sha256)
       if routing:
         routing_checks.check_router(routing['route_model'], tf_threads)
 

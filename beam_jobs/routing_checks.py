@@ -75,18 +75,21 @@ def router_fingerprint(files: str, expected_sha256: Optional[str]) -> str:
   from transforms.identity import files_fingerprint
   from transforms.models.base import ModelLoadError
   from transforms.models.checks import digest
+  from transforms.models.cache import check_digest
   folder = paths.dirname(files.split(',')[0])
   try:
-    actual = digest(files) if expected_sha256 else None
     fingerprint = files_fingerprint(files)
-  except (OSError, ModelLoadError) as e:
+    if expected_sha256:
+      # Local files: the fingerprint is that SHA-256 (read once); gs://:
+      # the listed checksums, so the content is streamed once more here.
+      actual = (fingerprint[len('sha256:'):] if fingerprint.startswith(
+          'sha256:') else digest(files))
+      check_digest(folder, actual, expected_sha256, '--route_model_sha256')
+  except ModelLoadError as e:
+    raise ConfigError(f'--route_model: {e}') from None
+  except OSError as e:
     raise ConfigError(f'--route_model {folder!r}: cannot read its files: '
                       f'{e}') from None
-  if actual and actual.lower() != expected_sha256.strip().lower():
-    raise ConfigError(
-        f'--route_model {folder!r} has SHA-256 {actual}, not the expected '
-        f'{expected_sha256} (--route_model_sha256): the router changed or is '
-        'not the one you meant. Refusing to use it.')
   return fingerprint
 
 

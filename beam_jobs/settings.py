@@ -45,8 +45,9 @@ class Identity(str, enum.Enum):
   VALUE: changes an output's pixels or bytes; its value is part of every
     pair's identity, so changing it redoes the work.
   CONTENT: names files whose content is part of the identity (the model,
-    the router; styles and inputs per pair): replacing them in place redoes
-    the work, renaming them does not.
+    the router; styles and inputs per pair, and with --route the classes
+    routed to each style): replacing them in place redoes the work,
+    renaming them (or reordering flags) does not.
   OUTCOME: decides only whether a pair fails (size limits): part of the
     identity of a remembered failure, so raising a limit retries it.
   NONE: how the job runs (threads, batching, reporting, where things go).
@@ -226,7 +227,7 @@ class JobSettings(BaseModel):
       None, group=ROUTING, identity=Identity.CONTENT, metavar='FOLDER',
       help='Router folder written by stylize-train (local or gs://).')
   route: Optional[List[str]] = setting(
-      None, group=ROUTING, identity=Identity.VALUE, metavar='CLASS=STYLE',
+      None, group=ROUTING, identity=Identity.CONTENT, metavar='CLASS=STYLE',
       help='STYLE as in --style (blends included). Repeatable, several per '
       'class; classes without one are skipped. One value may hold several, '
       'separated by ";".')
@@ -311,6 +312,9 @@ class JobSettings(BaseModel):
       if self.route:
         raise ValueError('--route needs --route_model (the router folder '
                          'written by stylize-train).')
+      if self.route_model_sha256:
+        raise ValueError('--route_model_sha256 needs --route_model (the '
+                         'router whose digest it is).')
       return self
     if self.style:
       raise ValueError('--style and --route_model do not mix: with a '

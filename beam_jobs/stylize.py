@@ -24,12 +24,12 @@ from beam_jobs.waves import run_waves, wave_count
 from transforms import rows
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeAndWrite
-from transforms.incremental import (RememberFailures, RemoveStaleTemporary,
+from transforms.incremental import (RecordFailures, RemoveStaleTemporary,
                                     SkipDone)
 from transforms.inputs import ListInputs
 from transforms.layout import SUMMARY_NAME
 from transforms.lease import (SUBMITTED_EXPIRY_S, Lease, LeaseHeld,
-                              release_at_end)
+                              WorkerLease, release_at_end)
 from transforms.manifest import InputSetFn, WriteManifest, enforce_verdict
 from transforms.progress import ProgressMonitor, RecordProgress
 from transforms.records import describe_error
@@ -67,12 +67,15 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       decoded, job, row_info)
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
       job.model_source, job.styles, o.style_size, o.batch_size,
-      job.tf_threads, job.style_params, o.model_sha256)
+      job.tf_threads, job.style_params, o.model_sha256,
+      job.model_fingerprint)
   # Every worker process that writes checks the run holds the lease on
   # --output; on remote runners the workers also keep its heartbeat.
+  lease = WorkerLease(job.run_id, heartbeat=job.fail_job_on_verdict,
+                      take=job.workers_take_lease)
   ok_rows, write_failed = stylized | 'EncodeAndWrite' >> EncodeAndWrite(
       layout, o.jpeg_quality, row_info, job.job_key, job.io_threads,
-      lease=(job.run_id, job.fail_job_on_verdict))
+      lease=lease)
   # Progress is recorded on each branch where its rows are made, so it
   # moves while images are stylized (after a Flatten it would only move
   # once every branch is done).
@@ -88,12 +91,13 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
                            ('RouteSkipped', r) for r in route_skipped):
     _ = branch | f'Progress{name}' >> beam.ParDo(
         RecordProgress(job.progress_dir))
-  # A failure of the image itself is remembered in its pairs' markers
-  # before the manifest is written (transforms/markers.py).
+  # A failed pair's files are set right before the manifest is written:
+  # an earlier output made for another identity removed, a failure of the
+  # image itself remembered in its marker (transforms/incremental.py).
   failures = (tuple(failures)
               | 'AllFailures' >> beam.Flatten()
-              | 'RememberFailures' >> beam.ParDo(RememberFailures(
-                  layout, job.styles, job.failure_key, job.run_id)))
+              | 'RecordFailures' >> beam.ParDo(RecordFailures(
+                  layout, job.styles, job.failure_key, job.run_id, lease)))
   info = {
       'run_id': job.run_id,
       'model': job.model,
@@ -121,7 +125,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
                         | 'InputNames' >> beam.Map(input_name)
                         | 'InputSet' >> beam.CombineGlobally(InputSetFn()),)
   all_rows, summary = manifest_inputs | 'WriteManifest' >> WriteManifest(
-      layout, job.styles, row_info, info, o.manifest_shards, job.wave)
+      layout, job.styles, row_info, info, o.manifest_shards, job.wave,
+      check_lease=True)
   report = (all_rows, summary) | 'WriteReport' >> WriteReport(
       layout, job.styles, job.wave, (o.max_input_bytes, o.max_input_pixels))
   if job.fail_job_on_verdict:
@@ -156,7 +161,7 @@ def _route(decoded, job: JobConfig, row_info):
     return decoded, (), (), ()
   routed, skipped, failed, deltas = decoded | 'Route' >> RouteImages(
       job.route_model, job.router_id, job.routes, job.settings.batch_size,
-      row_info, job.tf_threads, job.progress_dir)
+      row_info, job.tf_threads, job.progress_dir, job.router_fingerprint)
   return routed, (skipped,), (('Route', failed),), (deltas,)
 
 
@@ -258,6 +263,9 @@ def run(argv: Optional[Sequence[str]] = None,
   if wait is None:
     wait = local or job.settings.wait
   waited = bool(wait) and not template
+  # A classic template's job has no launcher to take its lease: its
+  # workers take it (transforms/lease.py).
+  job.workers_take_lease = bool(template)
   # One run per output folder: taken before any work, held (with a
   # heartbeat) while this process waits; a submitted remote job's workers
   # keep it and its last step releases it (transforms/lease.py).
@@ -291,23 +299,28 @@ def run(argv: Optional[Sequence[str]] = None,
     result.waited = waited
     if waited:
       runners.wait_for(result)
-    result.lease_lost = lease.lost if lease else None
   finally:
     if lease is not None and (waited or not submitted):
-      lease.release()
+      # A remote job's last step releases its lease itself.
+      lease.release(expect_held=local and submitted)
+  # Taken over while this run ran (it was stale, or broken): not a success.
+  result.lease_lost = lease.lost if lease else None
   result.elapsed_s = time.time() - job.started_at  # For the closing summary.
   return result
 
 
 def take_lease(job: JobConfig, waited: bool) -> Lease:
   """This run's lease on --output (transforms/lease.py), heartbeat started
-  where this process waits for the job.
+  where this process waits for the job. A local run's lease is this
+  process's; a remote job's is the job's (its workers keep it), whoever
+  submitted it.
 
   Raises:
     ConfigError: another run holds it; the message names it.
   """
-  lease = Lease(job.output, job.run_id, holder=(
-      f'{PROG} on {socket.gethostname()} (pid {os.getpid()})' if waited else
+  local = not job.fail_job_on_verdict
+  lease = Lease(job.output, job.run_id, process=local, holder=(
+      f'{PROG} on {socket.gethostname()} (pid {os.getpid()})' if local else
       f'a job submitted from {socket.gethostname()}'))
   try:
     lease.acquire(job.settings.break_lease,

@@ -400,13 +400,19 @@ def check_router_output(output: str) -> None:
   try:
     for entry in iter_files(output):
       top = entry.path[len(paths.join(output)) + 1:].split('/', 1)[0]
-      if top not in ROUTER_ENTRIES:
+      if top not in ROUTER_ENTRIES and not is_temporary_name(top):
         raise ConfigError(
             f'--output {output!r} holds files that are not a router\'s '
             f'(e.g. {entry.path!r}); training replaces the folder\'s '
             'contents. Give a new or empty folder, or an earlier router.')
   except ListingError as e:
     raise ConfigError(f'--output: {e}') from None
+
+
+def is_temporary_name(name: str) -> bool:
+  """A file storage.durable_write was writing when a run was killed."""
+  from transforms.storage import TEMPORARY_NAME
+  return bool(TEMPORARY_NAME.match(name))
 
 
 def _remove_features(folder: str) -> None:

@@ -145,6 +145,10 @@ def test_parse_listed_round_trips():
   # A marker of the earlier format (to remove), and files that are no one's.
   legacy = f'/out/.stylize/done/waves/{key}.jpg.{"f" * 40}'
   assert lay.parse_listed(legacy) == L.Listed('legacy-marker', 'waves', key)
+  # Whatever format it was made for: every old marker is removed.
+  legacy_png = f'/out/.stylize/done/waves/{key}.png.{"f" * 40}'
+  assert lay.parse_listed(legacy_png) == L.Listed('legacy-marker', 'waves',
+                                                  key)
   assert lay.parse_listed('/out/.stylize/done/waves/x.jpg.txt') is None
   assert lay.parse_listed('/out/manifest-00000-of-00001.jsonl') is None
   assert lay.parse_listed('/out/waves/x.png') is None  # Another format.

@@ -346,3 +346,9 @@ def test_a_listing_error_at_launch_is_a_config_error(world, monkeypatch):
   with pytest.raises(ConfigError, match=r"--input .*\*\.jpg.*could not list"):
     check(args(world, drop=('--input',)) + [
         '--input', str(world['in'] / '*.jpg')])
+
+
+def test_route_model_sha256_needs_a_router(world):
+  with pytest.raises(ConfigError, match='--route_model_sha256 needs '
+                     '--route_model'):
+    check(args(world, '--route_model_sha256', 'ab' * 32))

@@ -7,6 +7,7 @@ trained_router) on made-up documents, photos and screenshots.
 import dataclasses
 import glob
 import json
+import pathlib
 import os
 
 import apache_beam as beam
@@ -96,8 +97,18 @@ def test_job_key_covers_the_router_content_and_the_routes():
              routes={'photo': ('a',), 'drawing': ('a',)})
   retrained = job(route_model='/r', router_id='id2',
                   router_fingerprint='sha:2', routes={'photo': ('a',)})
-  keys = {plain.job_key, routed.job_key, more.job_key, retrained.job_key}
-  assert len(keys) == 4
+  # A retrained router changes every pair; routes are per style (below).
+  assert len({plain.job_key, routed.job_key, retrained.job_key}) == 3
+  assert more.job_key == routed.job_key
+
+
+def test_a_routed_styles_identity_covers_the_classes_routed_to_it():
+  from transforms.identity import with_routes
+  from transforms.records import StyleRef
+  a = StyleRef(uri='/a.jpg', label='a', fingerprint='f' * 64)
+  photo_only = with_routes(a, {'photo': ('a',), 'doc': ('b',)})
+  assert with_routes(a, {'doc': ('b', 'c'), 'photo': ('a',)}) == photo_only
+  assert with_routes(a, {'photo': ('a',), 'doc': ('a',)}) != photo_only
 
 
 def _info_json(**changes) -> bytes:
@@ -390,6 +401,34 @@ def test_routed_run_end_to_end_and_rerun(trained_router, tmp_path,
   assert {r['status'] for r in again if r['style'] is not None and
           r['output']} == {'skipped'}
   assert all(os.path.getmtime(o) == t for o, t in before.items())
+
+  # Routes given in another order and spelling, and a route added for
+  # another class (documents): the photos' and screenshots' pairs are the
+  # same pairs, still skipped; only the documents are stylized now.
+  import shutil as _shutil
+  copy = tmp_path / 'styles'
+  copy.mkdir()
+  moved_towers = pathlib.Path(_shutil.copy(towers, copy / towers.name))
+  reordered = argv[:argv.index('--route')] + [
+      '--route', f'screenshot={bricks}',
+      '--route', f'photo={moved_towers}',
+      '--route', f'photo={bricks}=0.5,{forma}=0.5',
+      '--route', f'document={forma}']
+  run(reordered)
+  third = manifest_rows(out)
+  for row in third:
+    name = row.get('class')
+    if name in ('photo', 'screenshot') and row['style'] is not None:
+      assert row['status'] == 'skipped', row
+    elif name == 'document':
+      assert row['status'] == 'ok' and 'La_forma' in row['output'], row
+  # A style now routed from one more class is another pair of routes: its
+  # earlier pairs are redone (their class set changed).
+  run(argv[:argv.index('--route')] + [
+      '--route', f'photo={towers}', '--route', f'screenshot={towers}'])
+  fourth = manifest_rows(out)
+  assert {r['status'] for r in fourth
+          if r.get('class') == 'photo' and r['style']} == {'ok'}
 
 
 @pytest.mark.slow

@@ -555,7 +555,10 @@ def test_a_retrain_that_fails_keeps_the_working_router(tmp_path,
   assert len(list((router / 'models').iterdir())) == 2
   assert len(Router(str(router)).classify([np.zeros((8, 8, 3), np.uint8)])) == 1
   monkeypatch.undo()
+  # A killed write leaves a temporary file beside router.json: no obstacle.
+  (router / '.router.json.tmp-0123456789ab').write_text('{')
   train(args, out=lambda _: None)
+  assert not (router / '.router.json.tmp-0123456789ab').exists()
   after = json.loads((router / ROUTER_FILE).read_text())
   assert after['router_id'] != before['router_id']
   # Only the router's own model is left.

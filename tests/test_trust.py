@@ -142,6 +142,18 @@ def test_a_model_folder_replaced_in_place_redoes_everything(tmp_path):
 
 # ---------------------------------------------------- markers, durability --
 
+def test_outputs_are_byte_for_byte_reproducible_across_processes(tmp_path):
+  """Equal pixels encode to equal bytes whichever process writes them (the
+  embedded sRGB profile carries a fixed date)."""
+  code = ('import sys, numpy as np; from transforms.encode import '
+          'encode_image; from transforms.icc import srgb_profile; '
+          'sys.stdout.buffer.write(encode_image(np.full((8, 8, 3), 90, '
+          'np.uint8), "jpg", 90, icc_profile=srgb_profile()))')
+  runs = [subprocess.run([sys.executable, '-c', code], cwd=ROOT, check=True,
+                         capture_output=True).stdout for _ in range(2)]
+  assert runs[0] == runs[1] and len(runs[0]) > 500
+
+
 def test_an_empty_or_truncated_output_with_its_marker_is_redone(tmp_path):
   out, argv = _job(tmp_path, n=3)
   run(argv)
@@ -274,6 +286,18 @@ def test_the_lease_of_a_killed_run_is_taken_over(tmp_path):
   assert sorted(_statuses(out)) == [f'img{i:03d}.jpg' for i in range(3)]
 
 
+def test_a_dry_run_says_the_output_is_in_use_and_takes_nothing(tmp_path,
+                                                               capsys):
+  out, argv = _job(tmp_path, n=1)
+  holder = Lease(str(out), 'nightly-7', holder='stylize on another terminal')
+  holder.acquire()
+  assert main(argv + ['--dry_run']) == 0
+  text = capsys.readouterr().out
+  assert 'note: --output is in use by run nightly-7' in text
+  assert Lease(str(out), 'x').current().run_id == 'nightly-7'
+  holder.release()
+
+
 def test_lease_expiry_break_and_loss_with_a_fake_clock(tmp_path):
   now = [1000.0]
 
@@ -300,26 +324,62 @@ def test_lease_expiry_break_and_loss_with_a_fake_clock(tmp_path):
   # --break_lease takes a live lease.
   c = Lease(str(tmp_path), 'run-c', clock=clock)
   assert c.acquire(break_lease=True).run_id == 'run-b'
+  # run-b notices at its next check, and when it releases.
+  with pytest.raises(LeaseLost):
+    b.check_recent()
+  b.release()
+  assert 'now held by run run-c' in b.lost
   c.release()
+  assert c.lost is None
   assert not (tmp_path / '.stylize' / 'lease.json').exists()
 
 
 def test_a_lease_of_a_process_that_is_gone_is_stale_at_once():
   import dataclasses
   import socket
-  from transforms.lease import process_start
+  from transforms.lease import machine_id, process_start
   child = subprocess.Popen([sys.executable, '-c', 'pass'])
   child.wait()
   gone = LeaseInfo(run_id='old', host=socket.gethostname(), pid=child.pid,
-                   started_at=0, heartbeat_at=1e12, expires_after_s=300)
+                   started_at=0, heartbeat_at=1e12, expires_after_s=300,
+                   machine=machine_id())
   assert gone.gone()
   alive = dataclasses.replace(gone, pid=os.getpid(),
                               process_start=process_start(os.getpid()))
   assert not alive.gone()
   # The same pid, reused by a later process: its start time differs.
   assert dataclasses.replace(alive, process_start='1').gone()
-  # Another host's process is never judged from here.
+  # Another host's process, or another pid namespace's (a container with
+  # the host's name), or a job's lease (pid 0), is never judged from here.
   assert not dataclasses.replace(gone, host='elsewhere').gone()
+  assert not dataclasses.replace(gone, machine='boot/pid:[1]').gone()
+  assert not dataclasses.replace(gone, pid=0).gone()
+
+
+def test_a_submitted_jobs_lease_outlives_its_launcher(tmp_path):
+  """A remote job's lease is the job's (pid 0): the launcher that took it
+  has exited, the workers keep it, and another run on this host is
+  refused; the job's last step releases it."""
+  from transforms import lease as L
+  launcher = Lease(str(tmp_path), 'job-1', process=False,
+                   holder='a job submitted from here')
+  launcher.acquire(expires_after_s=L.SUBMITTED_EXPIRY_S)
+  worker = L.keep_on_worker(str(tmp_path), 'job-1', heartbeat=False)
+  worker.refresh()
+  with pytest.raises(LeaseHeld, match='run job-1 .a job submitted from'):
+    Lease(str(tmp_path), 'night-2').acquire()
+  L.release_at_end(str(tmp_path), 'job-1')
+  Lease(str(tmp_path), 'night-2').acquire()
+  with pytest.raises(LeaseLost, match='now held by run night-2'):
+    L.release_at_end(str(tmp_path), 'job-1')  # Taken over: not a success.
+
+
+def test_an_unreadable_lease_is_held_until_broken(tmp_path):
+  (tmp_path / '.stylize').mkdir()
+  (tmp_path / '.stylize' / 'lease.json').write_text('{"format": "v9"')
+  with pytest.raises(LeaseHeld, match='cannot read.*--break_lease'):
+    Lease(str(tmp_path), 'a').acquire()
+  Lease(str(tmp_path), 'a').acquire(break_lease=True)
 
 
 # ------------------------------------------------------- known failures --
@@ -348,6 +408,15 @@ def test_known_failures_fail_one_night_then_are_listed_not_retried(
   assert main(argv + ['--retry_failed']) == 1
   rows = {os.path.basename(r['input']): r for r in manifest_rows(out)}
   assert rows['broken1.jpg']['known'] is False
+  # A new broken file beside the known ones is named first.
+  capsys.readouterr()
+  (tmp_path / 'in' / 'zz_new.jpg').write_bytes(b'also broken')
+  assert main(argv) == 1
+  printed = capsys.readouterr()
+  listed = [l for l in printed.out.splitlines() if '[style]:' in l]
+  assert 'zz_new.jpg' in listed[0] and '(known)' not in listed[0]
+  assert '1 of 6 pairs (16.7%) are new failures' in printed.err
+  (tmp_path / 'in' / 'zz_new.jpg').unlink()
   # A fixed file is a new identity: done, whatever the markers say.
   gradient(64, 48, seed=9).save(tmp_path / 'in' / 'broken1.jpg')
   assert main(argv) == 0
@@ -365,3 +434,89 @@ def test_a_limit_raised_retries_the_failures_it_caused(tmp_path):
   assert rows['big.jpg']['known'] is True
   run(argv + ['--max_input_pixels', '500000'])
   assert _statuses(out)['big.jpg'] == 'ok'
+
+
+def test_a_run_whose_folder_is_taken_over_stops_writing_and_fails(
+    tmp_path, monkeypatch, capsys):
+  """Run A pauses; run B breaks A's lease (--break_lease) and finishes.
+  A then writes nothing more (no output, no marker, no manifest over B's)
+  and exits 1 saying it lost the folder."""
+  out, argv = _job(tmp_path, n=3)
+  from transforms import encode
+  started, go = threading.Event(), threading.Event()
+  real = encode.encode_image
+
+  def paused(*args, **kwargs):
+    if not started.is_set():
+      started.set()
+      assert go.wait(300)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(encode, 'encode_image', paused)
+  result = {}
+  first = threading.Thread(target=lambda: result.update(code=main(argv)))
+  first.start()
+  try:
+    assert started.wait(300)
+    second = _subprocess_run(argv + ['--break_lease'])
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    assert 'broken with --break_lease' in err
+    b_manifest = {p.name: p.read_bytes() for p in out.glob('manifest-*')}
+    b_outputs = _outputs(out)
+    b_markers = _outputs(out / '.stylize' / 'done')
+  finally:
+    go.set()
+    first.join()
+  assert result['code'] == 1
+  err = capsys.readouterr().err
+  assert 'lost its lease' in err
+  # B's manifest and outputs are as B left them.
+  assert {p.name: p.read_bytes() for p in out.glob('manifest-*')} == b_manifest
+  assert _outputs(out) == b_outputs
+  assert _outputs(out / '.stylize' / 'done') == b_markers
+
+
+def test_a_pair_that_now_fails_leaves_no_older_output_behind(tmp_path):
+  out, argv = _job(tmp_path, n=2)
+  run(argv)
+  assert (out / 'style' / 'img000.jpg.jpg').exists()
+  (tmp_path / 'in' / 'img000.jpg').write_bytes(b'now broken')
+  run(argv + ['--max_failure_ratio', '1'])
+  rows = {os.path.basename(r['input']): r for r in manifest_rows(out)}
+  assert rows['img000.jpg']['status'] == 'failed'
+  assert rows['img000.jpg']['output'] is None
+  # The manifest says failed: no image of the pair is on disk any more.
+  assert not (out / 'style' / 'img000.jpg.jpg').exists()
+  marker = json.loads((out / '.stylize' / 'done' / 'style' /
+                       'img000.jpg.jpg.json').read_text())
+  assert marker['status'] == 'failed'
+
+
+def test_a_model_replaced_while_the_run_runs_fails_the_run(tmp_path,
+                                                         monkeypatch):
+  """Between waves the model folder is replaced: the next wave's workers
+  refuse it (the launch took its fingerprint), and nothing made with it is
+  marked done under the first model's identity."""
+  from beam_jobs import stylize
+  lite = shared_path('models', 'magenta-arbitrary-v1-256-lite')
+  model = tmp_path / 'model'
+  model.mkdir()
+  shutil.copy(lite / 'style_predict_quantized_256.tflite', model)
+  transfer = model / 'style_transfer.tflite'
+  shutil.copy(lite / 'style_transfer_quantized_384.tflite', transfer)
+  out, argv = _job(tmp_path, n=4)
+  argv = argv[:argv.index('--model')] + argv[argv.index('--model') + 2:] + [
+      '--model', str(model), '--wave_pairs', '2']
+  real = stylize.run_waves
+
+  def replace_after_first_wave(job, waves, run_one):
+    def one(wave_job):
+      result = run_one(wave_job)
+      shutil.copy(lite / 'style_transfer_f16_384.tflite', transfer)
+      return result
+    return real(job, waves, one)
+
+  monkeypatch.setattr(stylize, 'run_waves', replace_after_first_wave)
+  with pytest.raises(Exception, match='changed since the job was launched'):
+    run(argv)

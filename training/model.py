@@ -241,8 +241,12 @@ def write_router_files(info: router_format.RouterInfo, report: Dict,
 
 def remove_other_models(output: str, keep: str) -> int:
   """Deletes the SavedModel folders of earlier (or failed) trainings in the
-  router folder, all but keep; the number of files deleted."""
-  stale = []
+  router folder, all but keep, and files a killed training left half
+  written; the number of files deleted."""
+  from transforms.storage import TEMPORARY_NAME
+  stale = [e.path for e in iter_files(output) if '/' not in e.path[len(
+      paths.join(output)) + 1:] and TEMPORARY_NAME.match(paths.basename(
+          e.path))]
   for folder in (router_format.SAVED_MODEL_DIR, router_format.MODELS_DIR):
     for entry in iter_files(paths.join(output, folder)):
       rel = entry.path[len(paths.join(output)) + 1:]

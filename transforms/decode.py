@@ -306,6 +306,22 @@ def read_bounded(f, limit: int) -> bytes:
   return b''.join(parts)
 
 
+def read_file_within(uri: str, max_bytes: int) -> bytes:
+  """A whole file (local or any FileSystems URI), read within max_bytes
+  (style images, report thumbnails; inputs go through ReadFiles).
+
+  Raises:
+    DecodeError: the file is larger.
+    OSError: it cannot be read.
+  """
+  with FileSystems.open(uri, compression_type='uncompressed') as f:
+    data = read_bounded(f, max_bytes)
+  if len(data) > max_bytes:
+    raise DecodeError(f'the file is over the --max_input_bytes limit of '
+                      f'{max_bytes} bytes')
+  return data
+
+
 class ReadFiles(OverlappedDoFn):
   """InputFile -> (InputFile, bytes, seconds); 'failed' Failure if unreadable.
 

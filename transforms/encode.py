@@ -3,7 +3,7 @@
 import io
 import logging
 import time
-from typing import Optional, Tuple
+from typing import Optional
 
 import apache_beam as beam
 import numpy as np
@@ -16,9 +16,10 @@ from transforms.identity import crc32c
 from transforms.incremental import identity_of
 from transforms.markers import Marker
 from transforms.layout import OutputLayout
-from transforms.lease import keep_on_worker
+from transforms.lease import WorkerLease, worker_lease
 from transforms.overlap import OverlappedDoFn
-from transforms.records import Failure, StylizedImage, describe_error
+from transforms.records import (Failure, StylizedImage, describe_error,
+                                is_permanent)
 from transforms.rows import ok_row
 from transforms.storage import Writer, use_anonymous_gcs_for_emulator
 
@@ -75,16 +76,16 @@ class EncodeAndWriteFn(OverlappedDoFn):
 
   def __init__(self, layout: OutputLayout, quality: int, row_info: dict,
                job_key: str, threads: Optional[int] = None,
-               lease: Optional[Tuple[str, bool]] = None):
-    """lease: (run id, keep its heartbeat) when the run holds a lease on
-    the output (transforms/lease.py): every worker process checks it holds
-    it before writing; None for no check."""
+               lease: Optional[WorkerLease] = None):
+    """lease: when the run holds a lease on the output
+    (transforms/lease.py), every worker process checks it still does
+    before each write; None for no check."""
     super().__init__(threads)
     self._layout = layout
     self._quality = quality
     self._row_info = dict(row_info)
     self._job_key = job_key
-    self._lease_args = lease
+    self._lease_spec = lease
     self._shared = shared.Shared()
     self._lease = None
     self._icc = None
@@ -93,11 +94,9 @@ class EncodeAndWriteFn(OverlappedDoFn):
   def setup(self):
     super().setup()
     use_anonymous_gcs_for_emulator()
-    if self._lease_args:
-      run_id, heartbeat = self._lease_args
-      self._lease = self._shared.acquire(
-          lambda: keep_on_worker(self._layout.output, run_id, heartbeat),
-          tag=('lease', self._layout.output, run_id))
+    if self._lease_spec:
+      self._lease = worker_lease(self._shared, self._layout.output,
+                                 self._lease_spec)
     # Pixels are sRGB (transforms/icc.py converts every input): say so.
     self._icc = srgb_profile()
     self._writer = Writer(self._layout)
@@ -110,28 +109,43 @@ class EncodeAndWriteFn(OverlappedDoFn):
     timings = dict(item.timings)
     fmt = self._layout.fmt
     try:
-      uri = self._layout.output_uri(item.style.label, item.input.key)
+      label, key = item.style.label, item.input.key
+      uri = self._layout.output_uri(label, key)
+      marker_uri = self._layout.marker_uri(label, key)
       start = time.perf_counter()
       data = encode_image(item.pixels, fmt, self._quality,
                           exif=item.exif, icc_profile=self._icc)
       timings['encode_s'] = time.perf_counter() - start
       start = time.perf_counter()
+      if self._lease is not None:
+        # Another run took the output folder over: write nothing more.
+        self._lease.check_recent()
+      if label in item.input.stale:
+        # The marker of an earlier output (another identity) goes first: a
+        # crash before the new marker must not leave it vouching for the
+        # new file.
+        self._writer.delete([marker_uri], missing_ok=True)
       self._writer.write(uri, data, MIME_TYPES[fmt])
       # The done marker comes after the output is durable: a marker always
       # names a complete output (transforms/markers.py).
       marker = Marker(status=markers.OK, identity=identity_of(
           item.input, item.style, self._job_key), size=len(data),
                       crc32c=crc32c(data), run_id=self._row_info['run_id'])
-      self._writer.write(self._layout.marker_uri(
-          item.style.label, item.input.key), marker.to_bytes(),
-                         'application/json')
+      try:
+        self._writer.write(marker_uri, marker.to_bytes(), 'application/json')
+      except Exception:
+        # No marker, no output: the failed row must not leave one behind.
+        self._writer.delete([uri], missing_ok=True)
+        raise
       timings['write_s'] = time.perf_counter() - start
     except Exception as e:  # pylint: disable=broad-except
+      # An encoder's refusal (e.g. WebP's 16383 px limit, a name over the
+      # length limit) is the image's own and is remembered; I/O is not.
       return [beam.pvalue.TaggedOutput(FAILED, Failure(
           input=item.input, style=item.style,
           error=f'write: {describe_error(e)}',
           source_width=item.source_width, source_height=item.source_height,
-          timings=timings))], {}
+          timings=timings, permanent=is_permanent(e)))], {}
     return [ok_row(item, uri, self._row_info, timings)], {
         'bytes_written': len(data)}
 
@@ -141,7 +155,7 @@ class EncodeAndWrite(beam.PTransform):
 
   def __init__(self, layout: OutputLayout, quality: int, row_info: dict,
                job_key: str, threads: Optional[int] = None,
-               lease: Optional[Tuple[str, bool]] = None):
+               lease: Optional[WorkerLease] = None):
     super().__init__()
     self._fn = EncodeAndWriteFn(layout, quality, row_info, job_key, threads,
                                 lease)

@@ -156,10 +156,24 @@ def rgb_profile(space: RgbSpace) -> bytes:
   return header + body
 
 
+# The ICC header's creation date (bytes 24-35, ICC.1 7.2.1): LittleCMS
+# stamps the time the profile is made, which would make every output's bytes
+# depend on when (in which process) it was encoded. A fixed date keeps
+# outputs reproducible.
+_ICC_DATE = slice(24, 36)
+_FIXED_ICC_DATE = struct.pack('>6H', 2000, 6, 1, 0, 0, 0)
+
+
 @functools.lru_cache(maxsize=1)
 def srgb_profile() -> bytes:
-  """The sRGB profile outputs are tagged with (LittleCMS's built-in one)."""
-  return ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+  """The sRGB profile outputs are tagged with (LittleCMS's built-in one),
+  with a fixed creation date (2000-06-01) so equal pixels encode to equal
+  bytes whenever they are written. The profile carries no ID (bytes 84-99
+  are zero), so nothing else depends on the date."""
+  data = bytearray(
+      ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes())
+  data[_ICC_DATE] = _FIXED_ICC_DATE
+  return bytes(data)
 
 
 @functools.lru_cache(maxsize=1)

@@ -55,6 +55,18 @@ def style_fingerprint(parts: Iterable[Tuple[str, float]]) -> str:
   return sha256_bytes(text.encode('ascii'))
 
 
+def with_routes(style, routes: Dict[str, Tuple[str, ...]]):
+  """A routed style (StyleRef) whose fingerprint also says which classes are
+  routed to it: another class's route, or the order and spelling of the
+  --route flags, leave its pairs alone; routing it from another class
+  redoes them."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  classes = sorted(c for c, labels in routes.items() if style.label in labels)
+  text = f'{style.fingerprint}\nroutes {",".join(classes)}'
+  return dataclasses.replace(style, fingerprint=sha256_bytes(
+      text.encode('utf-8')))
+
+
 def job_key(values: Dict[str, Any]) -> str:
   """Everything besides input and style that decides a pair's result, as
   canonical JSON."""

@@ -21,9 +21,11 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
 
 from transforms import identity, storage
 from transforms.layout import (LEGACY_MARKER, MARKER, OUTPUT, OutputLayout)
+from transforms.lease import LeaseLost, WorkerLease, worker_lease
 from transforms.markers import FAILED as MARKER_FAILED
 from transforms.markers import OK as MARKER_OK
 from transforms.markers import Marker
@@ -173,8 +175,10 @@ class PlanWork(beam.DoFn):
                   failed_input_rows(item, self._styles, item.error,
                                     self._row_info))
       return
-    todo = []
+    todo, stale = [], []
     for style in self._styles:
+      if style.label in outputs or style.label in markers:
+        stale.append(style.label)
       marker = None if self._force else markers.get(style.label)
       if self._done(item, style, outputs.get(style.label), marker):
         self._skipped.inc()
@@ -188,7 +192,8 @@ class PlanWork(beam.DoFn):
       else:
         todo.append(style.label)
     if todo:
-      yield dataclasses.replace(item, todo=tuple(todo))
+      yield dataclasses.replace(item, todo=tuple(todo), stale=tuple(
+          label for label in stale if label in todo))
 
 
 def _by_key(item: InputFile) -> Tuple[str, InputFile]:
@@ -268,38 +273,65 @@ class SkipDone(beam.PTransform):
     return planned.todo, planned[SKIPPED], planned[FAILED], planned[PAIRS]
 
 
-class RememberFailures(beam.DoFn):
-  """Failure -> the same Failure, once a 'failed' marker holds it for each
-  of its pairs, where the failure is the image's own (Failure.permanent):
-  the next run with the same input and settings then lists it as known
-  instead of failing on it again. I/O failures are not remembered."""
+class RecordFailures(beam.DoFn):
+  """Failure -> the same Failure, once its pairs' files say so.
+
+  For each pair of the failure: an output or marker an earlier run left
+  (InputFile.stale, made for another identity) is removed, so no file on
+  disk claims what the manifest does not; and where the failure is the
+  image's own (Failure.permanent), a 'failed' marker remembers it: the next
+  run with the same input and settings lists it as known instead of failing
+  on it again. I/O failures are not remembered (retried next run).
+  """
 
   def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
-               failure_key: str, run_id: str):
+               failure_key: str, run_id: str,
+               lease: Optional[WorkerLease] = None):
+    """lease: as for EncodeAndWrite: files are only changed while this run
+    holds the lease; None: no check."""
     self._layout = layout
     self._styles = list(styles)
     self._failure_key = failure_key
     self._run_id = run_id
+    self._lease_spec = lease
+    self._shared = shared.Shared()
+    self._lease = None
     self._writer = None
 
   def setup(self):
     storage.use_anonymous_gcs_for_emulator()
     self._writer = storage.Writer(self._layout)
+    if self._lease_spec:
+      self._lease = worker_lease(self._shared, self._layout.output,
+                                 self._lease_spec)
 
   def process(self, failure: Failure) -> Iterable[Failure]:
     item = failure.input
-    if failure.permanent and item.key:
-      for style in affected_styles(failure, self._styles):
-        marker = Marker(status=MARKER_FAILED, identity=identity_of(
-            item, style, self._failure_key), error=failure.error,
-                        run_id=self._run_id)
-        try:
-          self._writer.write(self._layout.marker_uri(style.label, item.key),
-                             marker.to_bytes(), 'application/json')
-        except Exception as e:  # pylint: disable=broad-except
-          # Not remembered: the next run tries the pair again.
-          logger.warning('Could not record the failure of %s: %s', item.uri,
-                         e)
+    if not item.key:
+      yield failure
+      return
+    if self._lease is not None:
+      try:
+        self._lease.check_recent()
+      except LeaseLost:
+        yield failure  # Another run holds the folder now: touch nothing.
+        return
+    for style in affected_styles(failure, self._styles):
+      marker_uri = self._layout.marker_uri(style.label, item.key)
+      try:
+        if style.label in item.stale:
+          self._writer.delete([
+              marker_uri, self._layout.output_uri(style.label, item.key)],
+                              missing_ok=True)
+        if failure.permanent:
+          marker = Marker(status=MARKER_FAILED, identity=identity_of(
+              item, style, self._failure_key), error=failure.error,
+                          run_id=self._run_id)
+          self._writer.write(marker_uri, marker.to_bytes(),
+                             'application/json')
+      except Exception as e:  # pylint: disable=broad-except
+        # Not recorded: the next run tries the pair again.
+        logger.warning('Could not record the failure of %s: %s', item.uri, e)
     yield failure
 
 

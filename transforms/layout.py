@@ -249,7 +249,12 @@ class OutputLayout:
         paths.join(self.output, DONE_DIR)]
 
   def parse_listed(self, uri: str) -> Optional[Listed]:
-    """A listed file below {output} -> Listed, or None if not the job's."""
+    """A listed file below {output} -> Listed, or None if not the job's.
+
+    Markers of the earlier format are recognised whatever output format
+    they were made for (they are all removed); everything else only for
+    this run's format.
+    """
     prefix = self.output + '/'
     if not uri.startswith(prefix):
       return None
@@ -257,13 +262,14 @@ class OutputLayout:
     kind = OUTPUT
     if rel.startswith(DONE_DIR + '/'):
       rel = rel[len(DONE_DIR) + 1:]
-      if rel.endswith(MARKER_SUFFIX):
-        kind, rel = MARKER, rel[:-len(MARKER_SUFFIX)]
-      else:
-        match = _LEGACY_MARKER.search(rel)
-        if not match:
-          return None
-        kind, rel = LEGACY_MARKER, rel[:match.start()]
+      match = _LEGACY_MARKER.search(rel)
+      if match and '/' in rel:
+        label, _, rest = rel[:match.start()].partition('/')
+        return Listed(kind=LEGACY_MARKER, label=label,
+                      key=posixpath.splitext(rest)[0])
+      if not rel.endswith(MARKER_SUFFIX):
+        return None
+      kind, rel = MARKER, rel[:-len(MARKER_SUFFIX)]
     label, _, rest = rel.partition('/')
     suffix = '.' + self.fmt
     if not rest.endswith(suffix):

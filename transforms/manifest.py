@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import storage
 from transforms.layout import MANIFEST_SUFFIX, OutputLayout
+from transforms.lease import Lease
 from transforms.records import ManifestRow, Status, StyleRef
 from transforms.rows import failure_rows, with_run_fields
 from transforms.waves import Wave
@@ -59,7 +60,11 @@ class ManifestSink(filebasedsink.FileBasedSink):
   """
 
   def __init__(self, layout: OutputLayout, num_shards: int = 0,
-               wave: Optional[Wave] = None):
+               wave: Optional[Wave] = None, check_lease: bool = False):
+    """check_lease: the run holds a lease on the output (transforms/
+    lease.py): the shards replace the earlier manifest only while it does,
+    so a run whose folder was taken over never overwrites the new
+    holder's manifest."""
     super().__init__(
         layout.manifest_prefix(wave.shard_tag() if wave else ''),
         coder=coders.BytesCoder(),
@@ -68,6 +73,7 @@ class ManifestSink(filebasedsink.FileBasedSink):
         compression_type='uncompressed')
     self._layout = layout
     self._wave = wave
+    self._check_lease = check_lease
 
   def initialize_write(self):
     tmp = posixpath.join(self._layout.tmp_dir(), f'manifest-{uuid.uuid4().hex}')
@@ -85,6 +91,9 @@ class ManifestSink(filebasedsink.FileBasedSink):
     alone. Only top-level files of exactly the shard shape are touched. In
     a run split into waves only the first wave does this: the later waves'
     shards join the first's."""
+    if self._check_lease:
+      Lease(self._layout.output, self._layout.run_id,
+            process=False).check_recent(0)  # Raises LeaseLost.
     if self._wave is not None and not self._wave.first:
       return
     stale = [e.path for e in storage.iter_top_files(
@@ -147,20 +156,21 @@ def is_failed(row: ManifestRow) -> bool:
   return row.status == Status.FAILED
 
 
-def failed_sample(row: ManifestRow) -> Tuple[str, str, str, bool]:
-  """A failed row as summary.json's `failed_pairs` keep it (sortable)."""
-  return (row.input, row.style or '', row.error or '', bool(row.known))
+def failed_sample(row: ManifestRow) -> Tuple[bool, str, str, str]:
+  """A failed row as summary.json's `failed_pairs` keep it: sorted new
+  failures first (they decide the verdict), then by input."""
+  return (bool(row.known), row.input, row.style or '', row.error or '')
 
 
-def _failed_pairs(samples: Sequence[Tuple[str, str, str, bool]]) -> List[Dict]:
+def _failed_pairs(samples: Sequence[Tuple[bool, str, str, str]]) -> List[Dict]:
   return [{'input': i, 'style': s or None, 'error': e, 'known': k}
-          for i, s, e, k in sorted(samples)[:FAILED_LISTED]]
+          for k, i, s, e in sorted(samples)[:FAILED_LISTED]]
 
 
 def build_summary(acc: Dict, ignored: int, manifests: List[str],
                   info: Dict, expected_pairs: Optional[int] = None,
                   ignored_files: Sequence[str] = (),
-                  failed: Sequence[Tuple[str, str, str, bool]] = ()) -> Dict:
+                  failed: Sequence[Tuple[bool, str, str, str]] = ()) -> Dict:
   """summary.json's content, with the run's verdict (see verdict())."""
   counts = acc['counts']
   top = sorted(acc['errors'].items(), key=lambda kv: (-kv[1], kv[0]))[:10]
@@ -209,10 +219,10 @@ def verdict(summary: Dict) -> Tuple[str, str]:
   if limit is not None and ratio > limit:
     known = summary.get('failed_known', 0)
     return 'too_many_failures', (
-        f'{ratio:.1%} of the pairs failed, more than --max_failure_ratio '
-        f'{limit:.1%}; see the failed rows in the manifest.' + (
-            f' ({known} known failure(s) from earlier runs not counted.)'
-            if known else ''))
+        f'{failed} of {total} pairs ({ratio:.1%}) are new failures, more '
+        f'than --max_failure_ratio {limit:.1%}; see the failed rows in the '
+        'manifest.' + (f' ({known} known failure(s) from earlier runs are '
+                       'not counted.)' if known else ''))
   return 'ok', ''
 
 
@@ -233,7 +243,7 @@ def write_summary(acc: Dict, ignored: int, manifests: List[str],
                   expected_pairs: int, layout: OutputLayout,
                   info: Dict, ignored_files: Sequence[str] = (),
                   wave: Optional[Wave] = None,
-                  failed: Sequence[Tuple[str, str, str, bool]] = (),
+                  failed: Sequence[Tuple[bool, str, str, str]] = (),
                   input_set: Optional[Tuple[int, int]] = None) -> Dict:
   """Writes summary.json (in a run split into waves: of every wave so far).
 
@@ -323,7 +333,7 @@ class WriteManifest(beam.PTransform):
 
   def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
                row_info: Dict, info: Dict, shards: int = 0,
-               wave: Optional[Wave] = None):
+               wave: Optional[Wave] = None, check_lease: bool = False):
     """Args:
       info: what summary.json carries besides counts (run id, model, ...,
         max_failure_ratio).
@@ -336,6 +346,7 @@ class WriteManifest(beam.PTransform):
     self._info = dict(info)
     self._shards = shards
     self._wave = wave
+    self._check_lease = check_lease
 
   def expand(self, inputs):
     """inputs: (ok rows, Failures, (other row PCollections), ignored paths,
@@ -351,7 +362,8 @@ class WriteManifest(beam.PTransform):
     written = (rows
                | 'ToJson' >> beam.Map(row_to_line, self._row_info)
                | 'WriteJsonl' >> beam.io.Write(
-                   ManifestSink(self._layout, self._shards, self._wave)))
+                   ManifestSink(self._layout, self._shards, self._wave,
+                                self._check_lease)))
     manifests = (written
                  | 'WrittenList' >> beam.combiners.ToList()
                  | 'Sorted' >> beam.Map(sorted))

@@ -29,6 +29,9 @@ class InputFile:
       time in ns; GCS: CRC32C or generation; transforms/identity.py).
     todo: labels of the styles still to apply (set by the planning step;
       empty before it; narrowed to the image's class by routing).
+    stale: those of todo for which an earlier run left an output or a
+      marker (made for another identity): the marker is removed before the
+      new output is written, and both if the pair fails now.
     error: why this input cannot be stylized (e.g. it is inside --output);
       it then becomes one failed row per style.
     image_class: the class a router gave the image (--route_model), else
@@ -41,6 +44,7 @@ class InputFile:
   mtime: float = 0.0
   version: str = ''
   todo: Tuple[str, ...] = ()
+  stale: Tuple[str, ...] = ()
   error: str = ''
   image_class: Optional[str] = None
   class_score: Optional[float] = None
@@ -169,7 +173,8 @@ class ManifestRow:
 # Errors that say nothing about the image: memory or I/O trouble of the
 # moment (TensorFlow's ResourceExhaustedError, an unreachable bucket).
 _TRANSIENT = ('MemoryError', 'ResourceExhaustedError', 'TimeoutError',
-              'ConnectionError', 'UnavailableError', 'DeadlineExceededError')
+              'ConnectionError', 'UnavailableError', 'DeadlineExceededError',
+              'LeaseLost')
 
 
 def is_permanent(exc: BaseException) -> bool:

@@ -14,12 +14,11 @@ import urllib.parse
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from transforms import paths
 from transforms.decode import (DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS,
-                               DecodeError, decode_image, read_bounded)
+                               decode_image, read_file_within)
 from transforms.layout import OutputLayout
 from transforms.records import ManifestRow, Status, StyleRef
 from transforms.waves import Wave
@@ -38,10 +37,7 @@ def _thumb_bytes(uri: str, max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
                  ) -> Tuple[bytes, int, int]:
   """A thumbnail's JPEG bytes and size, read and decoded within the job's
   limits (--max_input_bytes, --max_input_pixels), as the inputs are."""
-  with FileSystems.open(uri, compression_type='uncompressed') as f:
-    data = read_bounded(f, max_bytes)
-  if len(data) > max_bytes:
-    raise DecodeError(f'over the --max_input_bytes limit of {max_bytes}')
+  data = read_file_within(uri, max_bytes)
   pixels, _, _ = decode_image(data, THUMB_SIZE, max_pixels)
   buf = io.BytesIO()
   Image.fromarray(pixels).save(buf, 'JPEG', quality=85)

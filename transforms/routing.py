@@ -79,12 +79,13 @@ class LoadedRouter:
     self.lock = threading.Lock()
 
 
-def _load_router(folder: str, tf_threads: int) -> LoadedRouter:
+def _load_router(folder: str, tf_threads: int,
+                 fingerprint: Optional[str] = None) -> LoadedRouter:
   from transforms.models.router import load_router
   from transforms.storage import use_anonymous_gcs_for_emulator
   use_anonymous_gcs_for_emulator()
   start = time.perf_counter()
-  router = load_router(folder, tf_threads)
+  router = load_router(folder, tf_threads, fingerprint)
   logger.info('Loaded router %s in pid %d in %.2fs', folder, os.getpid(),
               time.perf_counter() - start)
   return LoadedRouter(router)
@@ -102,7 +103,10 @@ class ClassifyBatches(beam.DoFn):
 
   def __init__(self, route_model: str, router_id: str,
                routes: Mapping[str, Sequence[str]], row_info: Dict,
-               tf_threads: int = 0):
+               tf_threads: int = 0, fingerprint: Optional[str] = None):
+    """fingerprint: the router's content fingerprint taken at launch; a
+    router whose files changed since is refused."""
+    self._fingerprint = fingerprint
     self._route_model = route_model
     self._router_id = router_id
     self._routes = {k: tuple(v) for k, v in routes.items()}
@@ -121,7 +125,8 @@ class ClassifyBatches(beam.DoFn):
         self._load, tag=('router', self._route_model, self._router_id))
 
   def _load(self) -> LoadedRouter:
-    return _load_router(self._route_model, self._tf_threads)
+    return _load_router(self._route_model, self._tf_threads,
+                        self._fingerprint)
 
   def _report_load(self):
     if not self._router.load_reported:
@@ -196,10 +201,11 @@ class RouteImages(beam.PTransform):
   def __init__(self, route_model: str, router_id: str,
                routes: Mapping[str, Sequence[str]], batch_size: int,
                row_info: Dict, tf_threads: int = 0,
-               progress_dir: Optional[str] = None):
+               progress_dir: Optional[str] = None,
+               fingerprint: Optional[str] = None):
     super().__init__()
     self._fn = ClassifyBatches(route_model, router_id, routes, row_info,
-                               tf_threads)
+                               tf_threads, fingerprint)
     self._batch_size = batch_size
     self._progress_dir = progress_dir
 

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import uuid
 from typing import Iterator, List, Optional
@@ -21,7 +22,7 @@ from transforms.layout import LayoutError, OutputLayout, real_parent_inside
 logger = logging.getLogger(__name__)
 
 
-EMULATOR_ENV = 'STORAGE_EMULATOR_HOST'
+EMULATOR_ENV = gcs.EMULATOR_ENV
 
 
 class ListingError(RuntimeError):
@@ -58,6 +59,11 @@ def is_object_store(uri: str) -> bool:
 
 
 # ------------------------------------------------------------------ write --
+
+# What durable_write names a file while writing it beside its final name
+# ('.<name>.tmp-<12 hex>'); a killed process may leave one.
+TEMPORARY_NAME = re.compile(r'^\..+\.tmp-[0-9a-f]{12}$')
+
 
 def _fsync_folder(folder: str) -> None:
   """Makes a rename in folder durable (POSIX: the folder's entry)."""
@@ -155,12 +161,37 @@ class Writer:
       self._tmp_dir = tmp_dir
     durable_write(uri, data, tmp_dir=self._tmp_dir)
 
-  def delete(self, uris: List[str]) -> None:
-    """Deletes files of the job's own (checked against the layout)."""
+  def delete(self, uris: List[str], missing_ok: bool = False) -> None:
+    """Deletes files of the job's own (checked against the layout); local
+    deletions are made durable (the folder fsync'ed)."""
     for uri in uris:
       self._layout.check(uri)
-    if uris:
-      FileSystems.delete(list(uris))
+    delete_files(uris, missing_ok)
+
+
+def delete_files(uris: List[str], missing_ok: bool = False) -> None:
+  """Deletes files (missing_ok: a file already gone is fine); local
+  deletions are made durable, so a removed marker stays removed after a
+  power loss."""
+  folders = set()
+  for uri in uris:
+    if uri.startswith('gs://'):
+      use_anonymous_gcs_for_emulator()
+      gcs.delete(uri)  # A missing object is fine there.
+    elif is_object_store(uri):
+      if missing_ok and not FileSystems.exists(uri):
+        continue
+      FileSystems.delete([uri])
+    else:
+      try:
+        os.remove(uri)
+      except FileNotFoundError:
+        if not missing_ok:
+          raise
+        continue
+      folders.add(os.path.dirname(uri))
+  for folder in folders:
+    _fsync_folder(folder)
 
 
 def write_file(layout: OutputLayout, uri: str, data: bytes,

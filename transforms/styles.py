@@ -5,13 +5,12 @@ import posixpath
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageOps
 
 from transforms import paths
 from transforms.layout import style_label
 from transforms.decode import (DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS,
-                               DecodeError, decode_image, read_bounded)
+                               decode_image, read_file_within)
 from transforms.identity import sha256_bytes, style_fingerprint
 from transforms.records import StyleRef
 
@@ -36,11 +35,7 @@ def read_style(uri: str, style_size: int = DEFAULT_STYLE_SIZE,
     OSError / transforms.decode.DecodeError: unreadable, over a limit or
       not an image.
   """
-  with FileSystems.open(uri, compression_type='uncompressed') as f:
-    data = read_bounded(f, max_bytes)
-  if len(data) > max_bytes:
-    raise DecodeError(f'the file is over the --max_input_bytes limit of '
-                      f'{max_bytes} bytes')
+  data = read_file_within(uri, max_bytes)
   pixels, _, _ = decode_image(data, max_pixels=max_pixels)
   im = ImageOps.fit(Image.fromarray(pixels), (style_size, style_size),
                     Image.Resampling.LANCZOS)

@@ -100,15 +100,23 @@ class LoadedModel:
 
 def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
                           style_size: int, tf_threads: int,
-                          model_sha256: Optional[str] = None) -> LoadedModel:
-  """Loads the model and prepares every style once (per worker process)."""
+                          model_sha256: Optional[str] = None,
+                          model_fingerprint: Optional[str] = None
+                          ) -> LoadedModel:
+  """Loads the model and prepares every style once (per worker process).
+
+  model_fingerprint: the model's content fingerprint taken at launch
+  (transforms/identity.py); a model whose files changed since then fails
+  the load rather than making outputs the markers would misname.
+  """
   from transforms.models.loader import load_stylizer
   from transforms.storage import use_anonymous_gcs_for_emulator
   use_anonymous_gcs_for_emulator()
   configure_tf_threads(tf_threads, model_handle)
   start = time.perf_counter()
   stylizer = load_stylizer(model_handle, threads=tf_threads,
-                           expected_sha256=model_sha256)
+                           expected_sha256=model_sha256,
+                           expected_fingerprint=model_fingerprint)
   # The styles the launch fingerprinted (StyleRef.digests): a style image
   # replaced since then fails the load rather than mixing two styles under
   # one identity.
@@ -139,8 +147,10 @@ class StylizeBatches(beam.DoFn):
   def __init__(self, model_handle: str, styles: Sequence[StyleRef],
                style_size: int, tf_threads: int,
                params: StyleParams = StyleParams(),
-               model_sha256: Optional[str] = None):
+               model_sha256: Optional[str] = None,
+               model_fingerprint: Optional[str] = None):
     self._model_sha256 = model_sha256
+    self._model_fingerprint = model_fingerprint
     self._params = params
     self._model_handle = model_handle
     self._styles = list(styles)
@@ -155,7 +165,7 @@ class StylizeBatches(beam.DoFn):
   def _load(self) -> LoadedModel:
     return load_model_and_styles(self._model_handle, self._styles,
                                  self._style_size, self._tf_threads,
-                                 self._model_sha256)
+                                 self._model_sha256, self._model_fingerprint)
 
   def setup(self):
     # One load per process: DoFn instances on other threads share it.
@@ -270,10 +280,11 @@ class Stylize(beam.PTransform):
   def __init__(self, model_handle: str, styles: Sequence[StyleRef],
                style_size: int, batch_size: int, tf_threads: int,
                params: StyleParams = StyleParams(),
-               model_sha256: Optional[str] = None):
+               model_sha256: Optional[str] = None,
+               model_fingerprint: Optional[str] = None):
     super().__init__()
     self._fn = StylizeBatches(model_handle, styles, style_size, tf_threads,
-                              params, model_sha256)
+                              params, model_sha256, model_fingerprint)
     self._batch_size = batch_size
     self._max_untiled_pixels = params.max_untiled_pixels
 

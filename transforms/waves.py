@@ -73,12 +73,9 @@ class Wave:
       return pickle.load(f)
 
   def save(self, name: str, value: Any) -> None:
-    """State for the next wave, written atomically (temporary file, rename)."""
-    path = self._path(name, self.index)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'wb') as f:
-      pickle.dump(value, f)
-    os.replace(tmp, path)
+    """State for the next wave, written whole (storage.durable_write)."""
+    from transforms.storage import durable_write  # pylint: disable=import-outside-toplevel
+    durable_write(self._path(name, self.index), pickle.dumps(value))
 
 
 def in_wave(key: str, index: int, count: int) -> bool:

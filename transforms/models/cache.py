@@ -22,7 +22,8 @@ from transforms import paths
 from transforms.identity import local_tree_digest
 from transforms.models.base import ModelLoadError
 from transforms.models.builtin import cache_dir
-from transforms.storage import exists_literally, iter_files, stat
+from transforms.storage import (durable_write, exists_literally, iter_files,
+                                stat)
 
 logger = logging.getLogger(__name__)
 
@@ -93,25 +94,26 @@ def _savedmodel_root(folder: str) -> str:
 DIGEST_NOTE = '.stylize-sha256'
 
 
-def _note_path(folder: str) -> str:
-  return os.path.join(folder, DIGEST_NOTE)
-
-
-def _write_note(folder: str) -> None:
-  with open(_note_path(folder), 'w', encoding='ascii') as f:
-    f.write(local_tree_digest([folder]) + '\n')
+def _noted_digest_holds(folder: str, note: str) -> bool:
+  """Whether folder still has the digest written in note; a folder without
+  a note (made by an earlier version) is noted now and passes. The digest
+  is computed before the note is written, and the note written whole
+  (durable_write), so a process reading it never sees it half-made."""
+  digest = local_tree_digest([folder])
+  try:
+    with open(note, encoding='ascii') as f:
+      noted = f.read().strip()
+  except FileNotFoundError:
+    noted = ''
+  if not noted:
+    durable_write(note, (digest + '\n').encode('ascii'))
+    return True
+  return noted == digest
 
 
 def cached_copy_intact(folder: str) -> bool:
-  """True when a cached folder still has the digest noted when it was made
-  (a folder without a note, from an older version, is noted now)."""
-  note = _note_path(folder)
-  if not os.path.exists(note):
-    _write_note(folder)
-    return True
-  with open(note, encoding='ascii') as f:
-    noted = f.read().strip()
-  return noted == local_tree_digest([folder])
+  """A cached copy still has the digest noted when it was made."""
+  return _noted_digest_holds(folder, os.path.join(folder, DIGEST_NOTE))
 
 
 def verify_hub_cache(folder: str, handle: str) -> None:
@@ -122,17 +124,10 @@ def verify_hub_cache(folder: str, handle: str) -> None:
     ModelLoadError: it changed; saying how to download it again.
   """
   note = folder.rstrip('/') + DIGEST_NOTE
-  digest = local_tree_digest([folder])
-  if not os.path.exists(note):
-    with open(note, 'w', encoding='ascii') as f:
-      f.write(digest + '\n')
-    return
-  with open(note, encoding='ascii') as f:
-    if f.read().strip() != digest:
-      raise ModelLoadError(
-          f'the cached download of {handle!r} in {folder} changed since it '
-          f'was first used (SHA-256 {digest}); delete {folder} and {note} '
-          'to download it again.')
+  if not _noted_digest_holds(folder, note):
+    raise ModelLoadError(
+        f'the cached download of {handle!r} in {folder} changed since it '
+        f'was first used; delete {folder} and {note} to download it again.')
 
 
 def _localize_one(uri: str) -> str:
@@ -164,7 +159,7 @@ def _localize_one(uri: str) -> str:
         archive = os.path.join(tmp, os.path.basename(uri))
         _safe_extract(archive, os.path.join(tmp, 'model'))
         os.remove(archive)
-      _write_note(tmp)
+      _noted_digest_holds(tmp, os.path.join(tmp, DIGEST_NOTE))
       try:
         os.rename(tmp, target)
       except OSError:
@@ -204,11 +199,20 @@ def model_digest(local_handle: str) -> str:
 def verify_digest(local_handle: str, expected: Optional[str],
                   handle: str) -> None:
   """Raises ModelLoadError when the model's digest is not the expected one."""
-  if not expected:
-    return
-  actual = model_digest(local_handle)
+  if expected:
+    check_digest(handle, model_digest(local_handle), expected)
+
+
+def check_digest(handle: str, actual: str, expected: str,
+                 flag: str = '--model_sha256') -> None:
+  """The one digest comparison (and its message) of models and routers.
+
+  Raises:
+    ModelLoadError: actual is not expected.
+  """
   if actual.lower() != expected.strip().lower():
+    what = 'router' if flag == '--route_model_sha256' else 'model'
     raise ModelLoadError(
-        f'model {handle!r} has SHA-256 {actual}, not the expected '
-        f'{expected} (--model_sha256): the model changed or is not the one '
-        'you meant. Refusing to use it.')
+        f'{what} {handle!r} has SHA-256 {actual}, not the expected '
+        f'{expected} ({flag}): the {what} changed or is not the one you '
+        'meant. Refusing to use it.')

@@ -102,12 +102,8 @@ def check_model(handle: str, sha256: Optional[str] = None,
         'not a model. Give a SavedModel folder, TF Lite files, a .tar.gz, a '
         'TF Hub handle, "magenta-lite" or "builtin".')
   if sha256:
-    actual = digest(handle)
-    if actual.lower() != sha256.strip().lower():
-      raise ModelLoadError(
-          f'model {name!r} has SHA-256 {actual}, not the expected {sha256} '
-          '(--model_sha256): the model changed or is not the one you meant. '
-          'Refusing to use it.')
+    from transforms.models.cache import check_digest
+    check_digest(name, digest(handle), sha256)
   return kind
 
 

@@ -35,15 +35,19 @@ def describe_model(handle: str) -> str:
 
 
 def load_stylizer(handle: str, threads: int = 0,
-                  expected_sha256: Optional[str] = None) -> Stylizer:
+                  expected_sha256: Optional[str] = None,
+                  expected_fingerprint: Optional[str] = None) -> Stylizer:
   """Loads the model named by handle (copied to the local cache if remote).
 
   A tfhub.dev handle is fetched from $TFHUB_MIRROR when that is set (the
   job passes handles already rewritten for --tfhub_mirror).
+  expected_fingerprint: the content fingerprint the launch took
+  (transforms/identity.py); a model whose files changed since is refused.
 
   Raises:
     ModelLoadError: with a message that says what to fix.
   """
+  verify_fingerprint(handle, expected_fingerprint)
   original = handle
   handle = cache.localize(tfhub.mirrored(embedded.resolve(handle)))
   if describe_model(handle) == 'hub':
@@ -59,6 +63,28 @@ def load_stylizer(handle: str, threads: int = 0,
     stylizer = _load_local(handle, threads)
   stylizer.handle = original
   return stylizer
+
+
+def verify_fingerprint(handle: str, expected: Optional[str]) -> None:
+  """The model's files still have the fingerprint the launch took (models
+  in files: local, gs:// or embedded; a TF Hub handle and builtin are their
+  names).
+
+  Raises:
+    ModelLoadError: they changed since the launch.
+  """
+  if not expected or not expected.startswith(('sha256:', 'gcs-md5:')):
+    return
+  from transforms.identity import files_fingerprint
+  try:
+    actual = files_fingerprint(embedded.resolve(handle))
+  except OSError as e:
+    raise ModelLoadError(f'model {handle!r} cannot be read: {e}') from e
+  if actual != expected:
+    raise ModelLoadError(
+        f'model {handle!r} changed since the job was launched (its files '
+        f'now have fingerprint {actual}, the launch saw {expected}): the '
+        'outputs would not be what the run records. Rerun the job.')
 
 
 def _load_local(handle: str, threads: int) -> Stylizer:

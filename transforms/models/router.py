@@ -24,7 +24,7 @@ Keras nor tensorflow_hub, whichever Keras version TF ships.
 import dataclasses
 import json
 import logging
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -179,17 +179,29 @@ def fit_image(pixels: np.ndarray, size: int) -> np.ndarray:
 class Router:
   """A loaded router: classify(images) -> (label, probability) per image."""
 
-  def __init__(self, folder: str):
+  def __init__(self, folder: str, fingerprint: Optional[str] = None):
     """Loads the router (copied to the local cache first if remote).
 
+    fingerprint: the content fingerprint the launch took
+    (transforms/identity.py); a router whose files changed since is refused.
+
     Raises:
-      RouterError: not a router, or its SavedModel will not load.
+      RouterError: not a router, its SavedModel will not load, or it
+        changed since the launch.
     """
     from transforms.models import cache
     from transforms.native_logs import import_tensorflow
     tf = import_tensorflow()
     self.folder = folder
     self.info = read_router_info(folder)
+    if fingerprint:
+      from transforms.identity import files_fingerprint
+      actual = files_fingerprint(router_files(folder, self.info))
+      if actual != fingerprint:
+        raise RouterError(
+            f'router {folder!r} changed since the job was launched (its '
+            f'files now have fingerprint {actual}, the launch saw '
+            f'{fingerprint}). Rerun the job.')
     local = cache.localize(folder)
     model_dir = paths.join(local, self.info.saved_model)
     try:
@@ -228,8 +240,9 @@ class Router:
     return [(self.labels[i], float(probs[n, i])) for n, i in enumerate(best)]
 
 
-def load_router(folder: str, threads: int = 0) -> Router:
+def load_router(folder: str, threads: int = 0,
+                fingerprint: Optional[str] = None) -> Router:
   """A Router, with TF's threads capped first (see configure_tf_threads)."""
   from transforms.stylize import configure_tf_threads
   configure_tf_threads(threads)
-  return Router(folder)
+  return Router(folder, fingerprint)
