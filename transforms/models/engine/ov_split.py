@@ -1,0 +1,141 @@
+"""OpenVINO models from a frozen Magenta-convention graph, cut at the vector.
+
+ov.convert_model reads the frozen GraphDef (tf_split.freeze) directly, so
+OpenVINO's tensors keep TensorFlow's names and the cut lands on the tensor
+tf_split found. Where a conversion renamed it, the same structural search
+(bottleneck.find_bottleneck) runs on the OpenVINO graph itself.
+
+Cutting replaces the vector's consumers' input with a new Parameter
+('style_vector', same shape) for the transfer model, and makes the vector a
+Result of the predictor model.
+"""
+
+import logging
+from typing import Any, Optional, Tuple
+
+from transforms.models.engine import bottleneck
+
+logger = logging.getLogger(__name__)
+
+VECTOR_INPUT = 'style_vector'
+
+
+def convert(graph_def: Any):
+  """ov.Model of a frozen TF GraphDef (or anything ov.convert_model reads)."""
+  import openvino as ov  # pylint: disable=import-outside-toplevel
+  return ov.convert_model(graph_def)
+
+
+def _param_index(model, name: Optional[str], fallback: int) -> int:
+  for i, p in enumerate(model.get_parameters()):
+    if name and name in p.output(0).get_names():
+      return i
+  return fallback
+
+
+def graph_from_ov(model, content_index: int = 0,
+                  style_index: int = 1) -> bottleneck.Graph:
+  """bottleneck.Graph of an ov.Model."""
+  ops, tensors = {}, {}
+  for node in model.get_ordered_ops():
+    name = node.get_name()  # Unique per node (friendly names need not be).
+    ops[name] = [f'{i.get_source_output().get_node().get_name()}:'
+                 f'{i.get_source_output().get_index()}' for i in node.inputs()]
+    for out in node.outputs():
+      ps = out.get_partial_shape()
+      shape = None
+      if ps.rank.is_static:
+        shape = tuple(d.get_length() if d.is_static else None for d in ps)
+      tname = f'{name}:{out.get_index()}'
+      tensors[tname] = bottleneck.Tensor(tname, name, shape,
+                                         out.get_element_type().is_real())
+  params = model.get_parameters()
+  outputs = [f'{r.input(0).get_source_output().get_node().get_name()}:'
+             f'{r.input(0).get_source_output().get_index()}'
+             for r in model.get_results()]
+  return bottleneck.Graph(ops, tensors, params[content_index].get_name(),
+                          params[style_index].get_name(), outputs)
+
+
+def _find_output(model, tensor_name: Optional[str], content_index: int,
+                 style_index: int):
+  """The ov Output of the style vector: by TF name, else by structure."""
+  if tensor_name:
+    for node in model.get_ordered_ops():
+      for out in node.outputs():
+        if tensor_name in out.get_names():
+          return out
+    logger.info('Tensor %s not in the OpenVINO model; searching its graph.',
+                tensor_name)
+  found = bottleneck.find_bottleneck(
+      graph_from_ov(model, content_index, style_index))
+  if found is None:
+    return None
+  node_name, index = found.name.rsplit(':', 1)
+  node = next(n for n in model.get_ordered_ops() if n.get_name() == node_name)
+  return node.output(int(index))
+
+
+def uint8_io(model, image_input: int = 0):
+  """The model with a uint8 image input and a uint8 image output.
+
+  Input: u8 -> f32 / 255 inside the network. Output: floor(x * 255 + 0.5)
+  clamped to [0, 255] (what Stylizer.stylize does on the host) -> u8. The
+  conversions run on OpenVINO's threads and only uint8 crosses to the
+  host; on this CPU they stay f32 under the bf16 hint (the uint8 output
+  equals the host's rounding of the float output, tested), and cost
+  nothing measurable next to the network.
+  """
+  import openvino as ov  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from openvino import opset13 as ops  # pylint: disable=import-outside-toplevel
+  from openvino.preprocess import PrePostProcessor  # pylint: disable=import-outside-toplevel
+  ppp = PrePostProcessor(model.clone())
+  ppp.input(image_input).tensor().set_element_type(ov.Type.u8)
+  ppp.input(image_input).preprocess().convert_element_type(
+      ov.Type.f32).scale(255.0)
+  model = ppp.build()
+  result = model.get_results()[0]
+  x = result.input(0).get_source_output()
+  x = ops.multiply(x, ops.constant(np.float32(255.0)))
+  x = ops.add(x, ops.constant(np.float32(0.5)))
+  x = ops.floor(ops.clamp(x, 0.0, 255.0))
+  x = ops.convert(x, 'u8')
+  return ov.Model([ops.result(x)], model.get_parameters(),
+                  model.get_friendly_name() + '_u8')
+
+
+def cut(model, vector_name: Optional[str] = None,
+        content_name: Optional[str] = None,
+        style_name: Optional[str] = None) -> Optional[Tuple[Any, Any]]:
+  """(predictor, transfer) ov.Models, or None where there is no vector.
+
+  predictor: style image -> vector. transfer: (content image, vector) ->
+  image, its inputs in that order, the vector named VECTOR_INPUT.
+  """
+  import openvino as ov  # pylint: disable=import-outside-toplevel
+  from openvino import opset13 as ops  # pylint: disable=import-outside-toplevel
+  ci = _param_index(model, content_name, 0)
+  si = _param_index(model, style_name, 1)
+
+  # The transfer model: the vector's consumers read a new Parameter.
+  transfer = model.clone()
+  out = _find_output(transfer, vector_name, ci, si)
+  if out is None:
+    return None
+  shape = out.get_partial_shape()
+  vec = ops.parameter(shape, out.get_element_type(), name=VECTOR_INPUT)
+  vec.output(0).set_names({VECTOR_INPUT})
+  for target in list(out.get_target_inputs()):
+    target.replace_source_output(vec.output(0))
+  content = transfer.get_parameters()[ci]
+  transfer = ov.Model(transfer.get_results(), [content, vec], 'transfer')
+
+  # The predictor: the vector is its result.
+  predictor = model.clone()
+  out = _find_output(predictor, vector_name, ci, si)
+  style = predictor.get_parameters()[si]
+  predictor = ov.Model([ops.result(out)], [style], 'style_predictor')
+  if len(predictor.get_parameters()) != 1 or len(transfer.get_parameters()) != 2:
+    raise ValueError('cutting at the style vector left unexpected inputs')
+  return predictor, transfer
