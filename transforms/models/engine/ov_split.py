@@ -21,9 +21,22 @@ VECTOR_INPUT = 'style_vector'
 
 
 def convert(graph_def: Any):
-  """ov.Model of a frozen TF GraphDef (or anything ov.convert_model reads)."""
+  """ov.Model of a frozen TF GraphDef (or anything ov.convert_model reads).
+
+  ov.convert_model sets the root logger to ERROR (and adds a filter) while
+  it runs and puts them back only when it succeeds (OpenVINO 2026.4,
+  tools/ovc/convert.py): after a failed conversion every later warning of
+  the job would be lost. So the root logger is restored here either way.
+  """
   import openvino as ov  # pylint: disable=import-outside-toplevel
-  return ov.convert_model(graph_def)
+  root = logging.getLogger()
+  state = (root.level, list(root.filters), list(root.handlers))
+  try:
+    return ov.convert_model(graph_def)
+  finally:
+    root.setLevel(state[0])
+    root.filters[:] = state[1]
+    root.handlers[:] = state[2]
 
 
 def _param_index(model, name: Optional[str], fallback: int) -> int:
