@@ -1,6 +1,5 @@
 """Splitting the shared Magenta SavedModel at its style vector, TF and OpenVINO."""
 
-
 import numpy as np
 import pytest
 
