@@ -27,8 +27,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from transforms.models.base import BlendState, StyleParams, Stylizer
-from transforms.models.engine import tiles
+from transforms.models.base import (BlendState, StyleParams, Stylizer,
+                                   auto_tile_side)
+from transforms.models.engine import buckets, tiles
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,53 @@ class TFSplitStylizer(VectorStylizer):
                                 self._tf.constant(v)).numpy()
 
 
-class OpenVINOSplitStylizer(VectorStylizer):
+class _TileExact:
+  """OpenVINO adapters: tiles padded exactly as the TF engine pads them.
+
+  Tiles have one size per job, so buckets buy nothing for them, and
+  padding beyond the TF engine's would change every tile's borders (and
+  through the feathered overlaps, the image). Tiles reach run_batch from
+  Stylizer._run (tile_size) and Stylizer.stylize_large
+  (max_untiled_pixels); a thread-local flag marks those calls, so Beam
+  threads sharing the adapter do not see each other's.
+  """
+
+  def _tile_local(self):
+    local = self.__dict__.get('_tiles')
+    if local is None:
+      local = self.__dict__.setdefault('_tiles', threading.local())
+    return local
+
+  def _in_tiles(self) -> bool:
+    return getattr(self._tile_local(), 'depth', 0) > 0
+
+  def _tiled(self, fn, *args):
+    local = self._tile_local()
+    local.depth = getattr(local, 'depth', 0) + 1
+    try:
+      return fn(*args)
+    finally:
+      local.depth -= 1
+
+  def stylize_large(self, image, style_state, params):
+    return self._tiled(super().stylize_large, image, style_state, params)
+
+  def large_tile_side(self, params: StyleParams) -> int:
+    # The TF engine's tile side (its pad_multiple is 8; ours is 1).
+    if not params.tile_size and not self.fixed_size:
+      return auto_tile_side(params.max_untiled_pixels,
+                            buckets.REFERENCE_MULTIPLE)
+    return super().large_tile_side(params)
+
+  def _run(self, x, state, params):
+    _, height, width, _ = x.shape
+    tile = params.tile_size
+    if tile and max(height, width) > tile:
+      return self._tiled(super()._run, x, state, params)
+    return super()._run(x, state, params)
+
+
+class OpenVINOSplitStylizer(_TileExact, VectorStylizer):
   """The split model under OpenVINO, in bucket shapes.
 
   pad_multiple and min_size are 1: the base class never pads (its float
@@ -183,11 +230,13 @@ class OpenVINOSplitStylizer(VectorStylizer):
     return self._predictor(image)
 
   def run_uint8(self, content: np.ndarray, style_state: Any):
-    return self.network.run_uint8(content, np.asarray(style_state, np.float32))
+    return self.network.run_uint8(content, np.asarray(style_state, np.float32),
+                                  self._in_tiles())
 
   def run_batch(self, content: np.ndarray, style_state: Any) -> np.ndarray:
     return self.network.run_float(np.asarray(content, np.float32),
-                                  np.asarray(style_state, np.float32))
+                                  np.asarray(style_state, np.float32),
+                                  self._in_tiles())
 
   def describe(self) -> dict:
     info = super().describe()
@@ -196,7 +245,7 @@ class OpenVINOSplitStylizer(VectorStylizer):
     return info
 
 
-class OpenVINOFullStylizer(Stylizer):
+class OpenVINOFullStylizer(_TileExact, Stylizer):
   """A model without a style vector, its full call under OpenVINO.
 
   The style image is the network's second input (compiled per bucket and
@@ -220,11 +269,11 @@ class OpenVINOFullStylizer(Stylizer):
     return np.asarray(style, np.float32)[np.newaxis]
 
   def run_uint8(self, content: np.ndarray, style_state: Any):
-    return self.network.run_uint8(content, style_state)
+    return self.network.run_uint8(content, style_state, self._in_tiles())
 
   def run_batch(self, content: np.ndarray, style_state: Any) -> np.ndarray:
     return self.network.run_float(np.asarray(content, np.float32),
-                                  style_state)
+                                  style_state, self._in_tiles())
 
   def describe(self) -> dict:
     from transforms.models.engine import ov_bucketed  # pylint: disable=import-outside-toplevel

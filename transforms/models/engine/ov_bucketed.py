@@ -57,9 +57,10 @@ class BucketedNetwork:
     return self.float_runner.compiles + self.uint8_runner.compiles
 
   def _run(self, runner: OpenVINORunner, images: np.ndarray, aux: np.ndarray,
-           out: np.ndarray) -> np.ndarray:
+           out: np.ndarray, exact: bool) -> np.ndarray:
     count, height, width, channels = images.shape
-    bh, bw = self.bucket(height, width)
+    bucket = buckets.exact_shape if exact else self.bucket
+    bh, bw = bucket(height, width)
     aux_of = _per_image(aux, count)
     shapes = [(1, bh, bw, channels), (1,) + tuple(np.shape(aux)[1:])]
 
@@ -73,15 +74,22 @@ class BucketedNetwork:
     runner.run(shapes, count, fill, take)
     return out
 
-  def run_uint8(self, images: np.ndarray, aux: np.ndarray) -> np.ndarray:
-    """uint8 [B, H, W, 3] -> uint8 [B, H, W, 3]."""
-    out = np.empty(images.shape, np.uint8)
-    return self._run(self.uint8_runner, images, aux, out)
+  def run_uint8(self, images: np.ndarray, aux: np.ndarray,
+                exact: bool = False) -> np.ndarray:
+    """uint8 [B, H, W, 3] -> uint8 [B, H, W, 3].
 
-  def run_float(self, images: np.ndarray, aux: np.ndarray) -> np.ndarray:
+    exact: pad only as the TF engine does (buckets.exact_shape), for
+    tiles: their size is fixed per job, so they need no buckets, and
+    padding beyond the TF engine's would move every tile's edges.
+    """
+    out = np.empty(images.shape, np.uint8)
+    return self._run(self.uint8_runner, images, aux, out, exact)
+
+  def run_float(self, images: np.ndarray, aux: np.ndarray,
+                exact: bool = False) -> np.ndarray:
     """float32 [B, H, W, 3] in [0, 1] -> float32 [B, H, W, 3]."""
     out = np.empty(images.shape, np.float32)
-    return self._run(self.float_runner, images, aux, out)
+    return self._run(self.float_runner, images, aux, out, exact)
 
 
 class Predictor:
