@@ -45,11 +45,10 @@ def engines():
   from transforms.models.loader import load_stylizer
   handle = str(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel'))
   model = load_stylizer(handle)._model  # pylint: disable=protected-access
-  frozen = tf_split.freeze(model)
-  split = tf_split.split(frozen)
-  predictor, transfer = ov_split.cut(ov_split.convert(frozen.graph_def),
-                                     split.vector.name, frozen.content,
-                                     frozen.style)
+  split = tf_split.split(model)
+  fn = tf_split.concrete_function(model)
+  predictor, transfer = ov_split.cut(ov_split.convert(fn), split.vector.name,
+                                     *[t.name for t in tf_split.image_inputs(fn)])
   engines = {'tf': split_model.TFSplitStylizer(handle, 'savedmodel', split)}
   for precision in ('bf16', 'f32'):
     engines[precision] = split_model.OpenVINOSplitStylizer(

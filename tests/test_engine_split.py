@@ -20,7 +20,16 @@ def model():
 @pytest.fixture(scope='module')
 def split(model):
   from transforms.models.engine import tf_split
-  return tf_split.split(tf_split.freeze(model))
+  return tf_split.split(model)
+
+
+@pytest.fixture(scope='module')
+def converted(model):
+  from transforms.models.engine import ov_split, tf_split
+  fn = tf_split.concrete_function(model)
+  content, style = tf_split.image_inputs(fn)
+  assert (content.name, style.name) == ('content_image:0', 'style_image:0')
+  return ov_split.convert(fn)
 
 
 @pytest.fixture(scope='module')
@@ -38,9 +47,10 @@ def images():
 
 
 def test_vector_found_by_structure(split):
-  # The Magenta bottleneck: [B, 1, 1, 100], the last style-only cut.
+  # The Magenta bottleneck: [B, 1, 1, 100], the last style-only cut, found
+  # in the loaded graph itself (no frozen copy of the weights).
   assert split.vector.shape == (None, 1, 1, 100)
-  assert split.vector.is_float
+  assert split.vector.is_float and not split.traced.frozen
 
 
 def test_split_reproduces_full_call(model, split, images):
@@ -61,29 +71,46 @@ def test_split_reproduces_full_call(model, split, images):
   np.testing.assert_allclose(both[1], alone[0], atol=1e-5)
 
 
-def test_openvino_cut_matches_tf(split, images):
+def test_openvino_cut_matches_tf(split, converted, images):
   import tensorflow as tf
   from transforms.models.engine import ov_split
   from transforms.models.engine.openvino_runtime import OpenVINORunner
-  frozen = split.frozen
-  converted = ov_split.convert(frozen.graph_def)
-  predictor, transfer = ov_split.cut(converted, split.vector.name,
-                                     frozen.content, frozen.style)
+  parts = ov_split.cut(converted, split.vector.name, 'content_image:0',
+                       'style_image:0')
   content, style = images
   v_tf = split.predictor(tf.constant(style)).numpy()
-  v_ov = OpenVINORunner(predictor, 'f32', 'LATENCY').infer([style])
+  v_ov = OpenVINORunner(parts.predictor, 'f32', 'LATENCY').infer([style])
   assert np.abs(v_ov - v_tf).max() <= 1e-5
   out_tf = split.transfer(tf.constant(content), tf.constant(v_tf)).numpy()
-  out_ov = OpenVINORunner(transfer, 'f32').infer([content, v_tf])
+  out_ov = OpenVINORunner(parts.transfer, 'f32').infer([content, v_tf])
   assert np.abs(out_ov - out_tf).max() <= 1e-4
 
 
-def test_openvino_search_without_names_finds_the_same_tensor(split):
+def test_openvino_search_without_names_finds_the_same_tensor(split, converted):
   # The structural search run on OpenVINO's own graph, given no TF name.
   from transforms.models.engine import ov_split
-  converted = ov_split.convert(split.frozen.graph_def)
-  out = ov_split._find_output(converted, None, 0, 1)  # pylint: disable=protected-access
-  assert split.vector.name in out.get_names()
+  parts = ov_split.cut(converted)
+  assert parts.vector_name == split.vector.name
+  assert parts.vector_shape == (None, 1, 1, 100)
+
+
+def test_nested_functions_are_frozen_and_split(model, split, images):
+  # A model reached through its serving signature: the network sits in a
+  # nested call, so the top-level graph shows no vector; freezing inlines it.
+  import tensorflow as tf
+  from transforms.models.engine import tf_split
+
+  class OnlySignature:
+    signatures = model.signatures
+
+  nested = tf_split.split(OnlySignature())
+  assert nested.traced.frozen and nested.vector.shape == (None, 1, 1, 100)
+  content, style = images
+  want = split.transfer(tf.constant(content),
+                        split.predictor(tf.constant(style))).numpy()
+  got = nested.transfer(tf.constant(content),
+                        nested.predictor(tf.constant(style))).numpy()
+  assert np.abs(got - want).max() <= 1e-5
 
 
 def test_builtin_cannot_be_split(model_cache):
@@ -92,9 +119,8 @@ def test_builtin_cannot_be_split(model_cache):
   import tensorflow_hub as hub
   from transforms.models import builtin
   from transforms.models.engine import tf_split
-  frozen = tf_split.freeze(hub.load(builtin.ensure_builtin()))
   with pytest.raises(tf_split.NotSplittable, match='no style-vector'):
-    tf_split.split(frozen)
+    tf_split.split(hub.load(builtin.ensure_builtin()))
 
 
 def test_failed_conversion_keeps_logging(model_cache, caplog):
@@ -105,10 +131,10 @@ def test_failed_conversion_keeps_logging(model_cache, caplog):
   import tensorflow_hub as hub
   from transforms.models import builtin
   from transforms.models.engine import ov_split, tf_split
-  frozen = tf_split.freeze(hub.load(builtin.ensure_builtin()))
+  fn = tf_split.concrete_function(hub.load(builtin.ensure_builtin()))
   root = logging.getLogger()
   level, handlers = root.level, list(root.handlers)
   with pytest.raises(Exception, match='SelfAdjointEigV2'):
-    ov_split.convert(frozen.graph_def)
+    ov_split.convert(fn)
   assert root.level == level and root.handlers == handlers
   assert not root.filters

@@ -132,6 +132,7 @@ class TFSplitStylizer(VectorStylizer):
   precision = 'f32'
 
   def __init__(self, handle: str, kind: str, split):
+    """split: a tf_split.TFSplit."""
     super().__init__(handle, kind, split.vector.name, split.vector.shape)
     from transforms.native_logs import import_tensorflow  # pylint: disable=import-outside-toplevel
     self._tf = import_tensorflow()
@@ -284,6 +285,45 @@ class OpenVINOFullStylizer(_TileExact, Stylizer):
     return info
 
 
+def _openvino(handle: str, kind: str, model: Any, precision: str,
+              threads: int, max_shapes: int) -> Optional[Stylizer]:
+  """The OpenVINO adapter, or None where OpenVINO cannot convert the model."""
+  from transforms.models.engine import ov_split, tf_split  # pylint: disable=import-outside-toplevel
+  try:
+    fn = tf_split.concrete_function(model)
+    content, style = tf_split.image_inputs(fn)
+    converted = ov_split.convert(fn)
+  except Exception as e:  # pylint: disable=broad-except
+    lines = [l.strip(' -') for l in str(e).strip().splitlines()]
+    why = next((l for l in lines if 'No conversion rule' in l),
+               lines[0] if lines else type(e).__name__)
+    warn_once(('convert', handle),
+              'OpenVINO cannot convert model %s (%s); it runs under '
+              'TensorFlow f32.', handle, why)
+    return None
+  parts = ov_split.cut(converted, None, content.name, style.name)
+  if parts is None:
+    _warn_unsplittable(handle, tf_split.NO_VECTOR)
+    stylizer = OpenVINOFullStylizer(handle, kind, converted, precision,
+                                    threads, max_shapes)
+  else:
+    stylizer = OpenVINOSplitStylizer(handle, kind, parts.predictor,
+                                     parts.transfer, parts.vector_name,
+                                     parts.vector_shape, precision, threads,
+                                     max_shapes)
+  # The converted model may share weight memory with the loaded one.
+  stylizer.source_model = model
+  return stylizer
+
+
+def _warn_unsplittable(handle: str, why: Any) -> None:
+  warn_once(('split', handle),
+            'Model %s cannot be split at a style vector (%s): it runs as one '
+            'model(content, style) call, each style image goes through it '
+            'with every batch, and strength and blends mix pixels.',
+            handle, why)
+
+
 def build(handle: str, kind: str, model: Any, engine: str, precision: str,
           threads: int = 0, fallback: Optional[Stylizer] = None,
           max_shapes: int = 8) -> Stylizer:
@@ -293,49 +333,23 @@ def build(handle: str, kind: str, model: Any, engine: str, precision: str,
     handle: the --model value. kind: 'hub', 'savedmodel' or 'builtin'.
     model: what tensorflow_hub.load returned.
     engine, precision: resolved ('tf'/'openvino', 'f32'/'bf16').
-    fallback: the full-call TF adapter (HubStylizer) for models that can be
-      neither split nor converted; returned as is then.
+    threads: OpenVINO's threads (0: all cores).
+    fallback: the full-call TF adapter (HubStylizer), returned for models
+      that can be neither split nor converted.
+    max_shapes: compiled bucket shapes kept per network (OpenVINO).
+
+  OpenVINO: the model converted and cut (OpenVINOSplitStylizer), else its
+  full call (OpenVINOFullStylizer); where it does not convert, TF. TF: the
+  split model (TFSplitStylizer), else `fallback`. Each fallback is logged
+  once per process.
   """
   from transforms.models.engine import tf_split  # pylint: disable=import-outside-toplevel
-  frozen = split = None
+  if engine == 'openvino':
+    stylizer = _openvino(handle, kind, model, precision, threads, max_shapes)
+    if stylizer is not None:
+      return stylizer
   try:
-    frozen = tf_split.freeze(model)
-    split = tf_split.split(frozen)
+    return TFSplitStylizer(handle, kind, tf_split.split(model))
   except tf_split.NotSplittable as e:
-    warn_once(('split', handle),
-              'Model %s cannot be split at a style vector (%s): it runs as '
-              'one model(content, style) call, each style image goes through '
-              'it with every batch, and strength and blends mix pixels.',
-              handle, e)
-  if engine == 'tf':
-    if split is not None:
-      return TFSplitStylizer(handle, kind, split)
+    _warn_unsplittable(handle, e)
     return fallback
-  from transforms.models.engine import ov_split  # pylint: disable=import-outside-toplevel
-  try:
-    converted = ov_split.convert(frozen.graph_def if frozen else
-                                 tf_split.concrete_function(model))
-  except Exception as e:  # pylint: disable=broad-except
-    lines = [l.strip(' -') for l in str(e).strip().splitlines()]
-    why = next((l for l in lines if 'No conversion rule' in l),
-               lines[0] if lines else type(e).__name__)
-    warn_once(('convert', handle),
-              'OpenVINO cannot convert model %s (%s); it runs under '
-              'TensorFlow f32.', handle, why)
-    if split is not None:
-      return TFSplitStylizer(handle, kind, split)
-    return fallback
-  if split is None:
-    return OpenVINOFullStylizer(handle, kind, converted, precision, threads,
-                                max_shapes)
-  parts = ov_split.cut(converted, split.vector.name, frozen.content,
-                       frozen.style)
-  if parts is None:  # pragma: no cover - TF found a vector, so OV has it.
-    warn_once(('cut', handle), 'Could not cut the OpenVINO model %s at %s; '
-              'running the full call.', handle, split.vector.name)
-    return OpenVINOFullStylizer(handle, kind, converted, precision, threads,
-                                max_shapes)
-  predictor, transfer = parts
-  return OpenVINOSplitStylizer(handle, kind, predictor, transfer,
-                               split.vector.name, split.vector.shape,
-                               precision, threads, max_shapes)

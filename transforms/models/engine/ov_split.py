@@ -1,15 +1,18 @@
-"""OpenVINO models from a frozen Magenta-convention graph, cut at the vector.
+"""OpenVINO models of a Magenta-convention model, cut at the style vector.
 
-ov.convert_model reads the frozen GraphDef (tf_split.freeze) directly, so
-OpenVINO's tensors keep TensorFlow's names and the cut lands on the tensor
-tf_split found. Where a conversion renamed it, the same structural search
-(bottleneck.find_bottleneck) runs on the OpenVINO graph itself.
+ov.convert_model reads the loaded model's ConcreteFunction directly
+(+41 MB RSS here; converting a frozen GraphDef would need the +165 MB of
+freezing first). The cut is found by the same structural search as under
+TF (bottleneck.find_bottleneck), run on the OpenVINO graph itself, which
+the conversion has inlined; OpenVINO keeps TF's tensor names, so it lands
+on the tensor tf_split finds (tested), and a known TF name can be given.
 
 Cutting replaces the vector's consumers' input with a new Parameter
 ('style_vector', same shape) for the transfer model, and makes the vector a
 Result of the predictor model.
 """
 
+import dataclasses
 import logging
 from typing import Any, Optional, Tuple
 
@@ -20,8 +23,11 @@ logger = logging.getLogger(__name__)
 VECTOR_INPUT = 'style_vector'
 
 
-def convert(graph_def: Any):
-  """ov.Model of a frozen TF GraphDef (or anything ov.convert_model reads).
+def convert(source: Any):
+  """ov.Model of a ConcreteFunction (or anything ov.convert_model reads).
+
+  The converted model may share weight memory with the TF objects it was
+  converted from (ov.convert_model's share_weights): keep them alive.
 
   ov.convert_model sets the root logger to ERROR (and adds a filter) while
   it runs and puts them back only when it succeeds (OpenVINO 2026.4,
@@ -32,7 +38,7 @@ def convert(graph_def: Any):
   root = logging.getLogger()
   state = (root.level, list(root.filters), list(root.handlers))
   try:
-    return ov.convert_model(graph_def)
+    return ov.convert_model(source)
   finally:
     root.setLevel(state[0])
     root.filters[:] = state[1]
@@ -40,9 +46,13 @@ def convert(graph_def: Any):
 
 
 def _param_index(model, name: Optional[str], fallback: int) -> int:
-  for i, p in enumerate(model.get_parameters()):
-    if name and name in p.output(0).get_names():
-      return i
+  """The Parameter named like TF's input tensor ('content_image:0' or
+  'content_image'), else the convention's position."""
+  if name:
+    wanted = {name, name.split(':')[0]}
+    for i, p in enumerate(model.get_parameters()):
+      if wanted & set(p.output(0).get_names()):
+        return i
   return fallback
 
 
@@ -118,13 +128,26 @@ def uint8_io(model, image_input: int = 0):
                   model.get_friendly_name() + '_u8')
 
 
+@dataclasses.dataclass
+class OVSplit:
+  predictor: Any  # ov.Model: style image -> vector.
+  transfer: Any  # ov.Model: (content image, vector) -> image.
+  vector_name: str  # The vector's tensor name(s) in the converted model.
+  vector_shape: Tuple[Optional[int], ...]
+
+  def __iter__(self):  # predictor, transfer = cut(...)
+    return iter((self.predictor, self.transfer))
+
+
 def cut(model, vector_name: Optional[str] = None,
         content_name: Optional[str] = None,
-        style_name: Optional[str] = None) -> Optional[Tuple[Any, Any]]:
-  """(predictor, transfer) ov.Models, or None where there is no vector.
+        style_name: Optional[str] = None) -> Optional[OVSplit]:
+  """The model cut at its style vector, or None where there is none.
 
-  predictor: style image -> vector. transfer: (content image, vector) ->
-  image, its inputs in that order, the vector named VECTOR_INPUT.
+  vector_name: the tensor to cut at (e.g. what tf_split found); None
+  searches the OpenVINO graph itself. predictor: style image -> vector.
+  transfer: (content image, vector) -> image, its inputs in that order, the
+  vector named VECTOR_INPUT.
   """
   import openvino as ov  # pylint: disable=import-outside-toplevel
   from openvino import opset13 as ops  # pylint: disable=import-outside-toplevel
@@ -143,6 +166,8 @@ def cut(model, vector_name: Optional[str] = None,
     target.replace_source_output(vec.output(0))
   content = transfer.get_parameters()[ci]
   transfer = ov.Model(transfer.get_results(), [content, vec], 'transfer')
+  names = sorted(out.get_names()) or [out.get_node().get_friendly_name()]
+  dims = tuple(d.get_length() if d.is_static else None for d in shape)
 
   # The predictor: the vector is its result.
   predictor = model.clone()
@@ -151,4 +176,4 @@ def cut(model, vector_name: Optional[str] = None,
   predictor = ov.Model([ops.result(out)], [style], 'style_predictor')
   if len(predictor.get_parameters()) != 1 or len(transfer.get_parameters()) != 2:
     raise ValueError('cutting at the style vector left unexpected inputs')
-  return predictor, transfer
+  return OVSplit(predictor, transfer, names[0], dims)

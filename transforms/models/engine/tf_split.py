@@ -1,27 +1,29 @@
-"""A loaded Magenta-convention model, frozen, and split at its style vector.
+"""A loaded Magenta-convention model split at its style vector, under TF.
 
 `model(content, style)[0]` from tensorflow_hub.load / tf.saved_model.load
-(TF Hub handle, local or gs:// SavedModel, the builtin model) is frozen
-once into a GraphDef with its weights as constants
-(convert_variables_to_constants_v2, which also inlines the nested
-function calls), and that one GraphDef serves both engines:
+(TF Hub handle, local or gs:// SavedModel, the builtin model) has a
+ConcreteFunction whose graph holds the whole network. Its style vector is
+found by structure (bottleneck.find_bottleneck), and the graph is pruned
+(WrappedFunction.prune) into
 
-- TensorFlow: tf.compat.v1.wrap_function imports it and .prune() makes a
-  predictor (style -> vector) and a transfer function (content, vector ->
-  image), pure graph pruning (the same kernels as the full call: the split
-  reproduces it bit for bit on this CPU).
-- OpenVINO: ov_split converts the same GraphDef, so tensor names match.
+- a predictor: style image -> vector, and
+- a transfer function: (content image, vector) -> image,
 
-Where the graph has no style vector (bottleneck.find_bottleneck), the model
-cannot be split; split() raises NotSplittable and callers keep the full
-call.
+which run the same kernels on the same variables as the full call (the
+split reproduces it bit for bit on this CPU) and hold no copy of the
+weights: +15 MB RSS here, where freezing the weights into constants first
+(convert_variables_to_constants_v2) costs +165 MB.
+
+A graph whose network sits in nested function calls (e.g. a
+serving_default signature calling the real function) shows no vector at
+the top level; it is then frozen, which inlines the calls, and searched
+again. Where neither has a vector, the model cannot be split:
+NotSplittable, and callers keep the full call.
 """
 
 import dataclasses
 import logging
 from typing import Any, Callable, List, Optional, Tuple
-
-import numpy as np
 
 from transforms.models.engine import bottleneck
 
@@ -72,60 +74,92 @@ def concrete_function(model: Any):
   raise NotSplittable('the model has no (content, style) function')
 
 
+def image_inputs(fn) -> Tuple[Any, Any]:
+  """The content and style input tensors of a (content, style) function.
+
+  Positional functions keep the convention's order (content, style); for a
+  keyword signature (and a frozen function, which has no structured
+  signature) the names decide ('content'/'style' in them), else the order
+  of its inputs.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  inputs = [t for t in fn.inputs if t.dtype != tf.resource]
+  signature = getattr(fn, 'structured_input_signature', None)
+  positional = list(signature[0]) if signature else []
+  if positional:
+    inputs = inputs[:len(positional)]
+  if len(inputs) < 2:
+    raise NotSplittable(f'expected two image inputs, found {inputs}')
+  if not positional:
+    content = [t for t in inputs if 'content' in t.name.lower()]
+    style = [t for t in inputs if 'style' in t.name.lower()]
+    if len(content) == 1 and len(style) == 1:
+      return content[0], style[0]
+  return inputs[0], inputs[1]
+
+
 @dataclasses.dataclass
-class Frozen:
-  """The model as one GraphDef with constant weights."""
-  graph_def: Any
+class Traced:
+  """One graph of the model: its inputs, output, and a pruning handle."""
+  graph: Any  # tf.Graph (a FuncGraph).
   content: str  # Tensor names, e.g. 'content_image:0'.
   style: str
   output: str
-  wrapped: Any  # tf.compat.v1.wrap_function of the imported GraphDef.
+  wrapped: Any  # A WrappedFunction over `graph`: .prune(feeds, fetches).
+  frozen: bool
 
   def abstract_graph(self) -> bottleneck.Graph:
-    return graph_from_tf(self.wrapped.graph, self.content, self.style,
-                         [self.output])
+    return graph_from_tf(self.graph, self.content, self.style, [self.output])
 
   def prune(self, feeds, fetch) -> Callable:
-    return self.wrapped.prune(feeds, fetch)
+    graph = self.graph
+    if isinstance(feeds, str):
+      feeds = graph.get_tensor_by_name(feeds)
+    else:
+      feeds = [graph.get_tensor_by_name(f) for f in feeds]
+    return self.wrapped.prune(feeds, graph.get_tensor_by_name(fetch))
 
 
-def _pick_inputs(fn, frozen_fn) -> Tuple[str, str]:
-  """Content and style tensor names in the frozen function.
-
-  Positional functions keep the convention's order (content, style); for a
-  keyword signature the names decide ('content'/'style' in them), else the
-  sorted order.
-  """
-  names = [t.name for t in frozen_fn.inputs]
-  if len(names) < 2:
-    raise NotSplittable(f'expected two image inputs, found {names}')
-  if not fn.structured_input_signature[0] and len(names) == 2:
-    content = [n for n in names if 'content' in n.lower()]
-    style = [n for n in names if 'style' in n.lower()]
-    if len(content) == 1 and len(style) == 1:
-      return content[0], style[0]
-  return names[0], names[1]
+def _output(fn) -> Any:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  outputs = [t for t in fn.outputs
+             if t.dtype == tf.float32 and t.shape.rank in (None, 4)]
+  if not outputs:
+    raise NotSplittable('the model has no float32 image output')
+  return outputs[0]
 
 
-def freeze(model: Any) -> Frozen:
-  """Freezes model(content, style)[0] into one GraphDef (about 0.5 s here)."""
-  from transforms.native_logs import import_tensorflow
+def trace(model: Any) -> Traced:
+  """The model's own function graph, as loaded (variables, no copies)."""
+  from tensorflow.python.eager import wrap_function  # pylint: disable=import-outside-toplevel
+  fn = concrete_function(model)
+  content, style = image_inputs(fn)
+  wrapped = wrap_function.WrappedFunction(
+      fn.graph, variable_holder=wrap_function.VariableHolder(
+          share_variables=True))
+  return Traced(fn.graph, content.name, style.name, _output(fn).name, wrapped,
+                frozen=False)
+
+
+def freeze(model: Any) -> Traced:
+  """The model frozen into one GraphDef, nested calls inlined (+165 MB RSS
+  and 0.7 s for the shared Magenta model: only where trace() finds no
+  vector)."""
+  from transforms.native_logs import import_tensorflow  # pylint: disable=import-outside-toplevel
   tf = import_tensorflow()
   from tensorflow.python.framework import convert_to_constants  # pylint: disable=import-outside-toplevel
   fn = concrete_function(model)
   frozen_fn = convert_to_constants.convert_variables_to_constants_v2(fn)
-  content, style = _pick_inputs(fn, frozen_fn)
-  outputs = [t for t in frozen_fn.outputs
-             if t.dtype == tf.float32 and t.shape.rank in (None, 4)]
-  if not outputs:
-    raise NotSplittable('the model has no float32 image output')
+  content, style = image_inputs(frozen_fn)
+  output = _output(frozen_fn).name
   graph_def = frozen_fn.graph.as_graph_def()
 
   def import_graph():
     tf.compat.v1.import_graph_def(graph_def, name='')
 
   wrapped = tf.compat.v1.wrap_function(import_graph, [])
-  return Frozen(graph_def, content, style, outputs[0].name, wrapped)
+  return Traced(wrapped.graph, content.name, style.name, output, wrapped,
+                frozen=True)
 
 
 def graph_from_tf(graph, content: str, style: str,
@@ -138,50 +172,40 @@ def graph_from_tf(graph, content: str, style: str,
       shape = None if t.shape.rank is None else tuple(t.shape.as_list())
       tensors[t.name] = bottleneck.Tensor(t.name, op.name, shape,
                                           t.dtype.is_floating)
-  return bottleneck.Graph(ops, tensors, graph.get_tensor_by_name(content).op.name,
+  return bottleneck.Graph(ops, tensors,
+                          graph.get_tensor_by_name(content).op.name,
                           graph.get_tensor_by_name(style).op.name, outputs)
 
 
 @dataclasses.dataclass
 class TFSplit:
   """The model cut at its style vector, as two TF functions."""
-  frozen: Frozen
+  traced: Traced
   vector: bottleneck.Tensor
   predictor: Callable  # tf: style [1, h, w, 3] -> [1, 1, 1, N]
   transfer: Callable  # tf: (content [B, H, W, 3], vector [1|B, 1, 1, N])
 
-  @property
-  def vector_shape(self) -> Tuple[Optional[int], ...]:
-    return self.vector.shape
+
+NO_VECTOR = ('no style-vector tensor ([B, 1, 1, N] or [B, N], depending only '
+             'on the style image, through which all of the style reaches the '
+             'output)')
 
 
-def find_vector(frozen: Frozen) -> bottleneck.Tensor:
-  """The style vector tensor.
-
-  Raises:
-    NotSplittable: the graph has none.
-  """
-  found = bottleneck.find_bottleneck(frozen.abstract_graph())
-  if found is None:
-    raise NotSplittable(
-        'no style-vector tensor ([B, 1, 1, N] or [B, N], depending only on '
-        'the style image, through which all of the style reaches the output)')
-  return found
-
-
-def split(frozen: Frozen) -> TFSplit:
-  """Prunes the frozen graph into predictor and transfer functions.
+def split(model: Any) -> TFSplit:
+  """Finds the style vector and prunes predictor and transfer functions.
 
   Raises:
-    NotSplittable: the graph has no style vector.
+    NotSplittable: the graph has no style vector, as loaded or frozen.
   """
-  vector = find_vector(frozen)
-  predictor = frozen.prune(frozen.style, vector.name)
-  transfer = frozen.prune([frozen.content, vector.name], frozen.output)
-  logger.info('Split the model at its style vector %s %s.', vector.name,
-              vector.shape)
-  return TFSplit(frozen, vector, predictor, transfer)
-
-
-def as_numpy(x) -> np.ndarray:
-  return x.numpy() if hasattr(x, 'numpy') else np.asarray(x)
+  traced = model if isinstance(model, Traced) else trace(model)
+  vector = bottleneck.find_bottleneck(traced.abstract_graph())
+  if vector is None and not traced.frozen and not isinstance(model, Traced):
+    traced = freeze(model)
+    vector = bottleneck.find_bottleneck(traced.abstract_graph())
+  if vector is None:
+    raise NotSplittable(NO_VECTOR)
+  predictor = traced.prune(traced.style, vector.name)
+  transfer = traced.prune([traced.content, vector.name], traced.output)
+  logger.info('Split the model at its style vector %s %s%s.', vector.name,
+              vector.shape, ' (frozen graph)' if traced.frozen else '')
+  return TFSplit(traced, vector, predictor, transfer)
