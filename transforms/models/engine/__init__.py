@@ -6,13 +6,20 @@ One concern per module:
   engine and precision.
 - bottleneck: finding the style vector in a Magenta-convention graph, by
   structure (no node names), on an abstract graph both engines map to.
-- tf_split: a SavedModel / TF Hub model's concrete function, frozen and
-  pruned into a predictor and a transfer function (the TF engine).
-- ov_split: the same model converted to OpenVINO and cut at that vector.
-- openvino_runtime: compiled models per input shape (THROUGHPUT hint), a
+- tf_split: the loaded model's function graph pruned into a predictor and
+  a transfer function (the TF engine).
+- ov_split: the same model converted to OpenVINO and cut at that vector;
+  uint8 input and output inside the network.
+- openvino_runtime: a model compiled per input shape (THROUGHPUT hint), a
   shared pool of infer requests, safe for several calling threads.
-- buckets: the padded shapes networks are compiled for, and uint8 pad/crop
-  without float copies of whole images.
+- buckets: the padded shapes networks are compiled for, and padding and
+  cropping in the network's own buffers.
+- ov_bucketed: a two-input network run in bucket shapes (uint8 or float).
+- tiles: tiling with every tile of an image in one batched call.
+- quality: PSNR / MSE / low-pass MSE between engines (tests, benchmarks).
 
-OpenVINO and TensorFlow are imported lazily by the modules that need them.
+The adapters on top are transforms.models.split_model (SavedModel / TF Hub
+models) and transforms.models.lite_batched (the TF Lite pair);
+transforms.models.engine_loader.load_stylizer picks them for a --model,
+--engine and --precision. OpenVINO and TensorFlow are imported lazily.
 """
