@@ -199,3 +199,20 @@ def test_precision_is_what_runs(engines):
   assert engines['bf16'].engine == 'openvino'
   assert engines['bf16'].precision == 'bf16'
   assert engines['bf16'].has_style_vector and engines['tf'].has_style_vector
+
+
+def test_strength_stays_uint8(engines, styles, monkeypatch):
+  """Strength < 1 alone: per-image vectors on the uint8 path, no float
+  copies, the same result as the base class's float path."""
+  from transforms.models.base import Stylizer
+  s = engines['bf16']
+  content = photos(341, 512, PHOTOS[:2])
+  params = StyleParams(strength=0.4)
+  want = Stylizer.stylize(s, content, styles['bf16'], params)  # Float path.
+
+  def no_floats(*args):
+    raise AssertionError('float path taken')
+
+  monkeypatch.setattr(s, 'run_batch', no_floats)
+  np.testing.assert_array_equal(s.stylize(content, styles['bf16'], params),
+                                want)

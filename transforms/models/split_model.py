@@ -21,6 +21,7 @@ conversion for SelfAdjointEigV2), HubStylizer runs it in TF, as today.
 Each fallback is logged once per process as a warning.
 """
 
+import dataclasses
 import logging
 import threading
 from typing import Any, Optional
@@ -92,6 +93,31 @@ class VectorStylizer(Stylizer):
     self.predict_calls += 1
     return np.asarray(self._predict(fit_for_vector(content, self.vector_size)),
                       np.float32)
+
+  def stylize(self, content: np.ndarray, style_state: Any,
+              params: StyleParams = StyleParams()) -> np.ndarray:
+    """As Stylizer.stylize; strength < 1 alone stays on the uint8 path.
+
+    Strength mixes vectors, so the pixels never need to be floats on the
+    host: each image's own vector comes from its uint8 pixels (fitted to
+    256 px), and the batch runs with per-image vectors through run_uint8.
+    The result equals the base class's float path (its float copy gives
+    the same vectors: x = content / 255 rounds back to content).
+    """
+    _, height, width, _ = content.shape
+    if (params.strength < 1.0 and not params.preserve_colors and
+        not (params.max_untiled_pixels and
+             height * width > params.max_untiled_pixels) and
+        self._plain(content, style_state,
+                    dataclasses.replace(params, strength=1.0))):
+      vectors = np.concatenate([
+          self.mix_vectors([(params.strength, style_state),
+                            (1.0 - params.strength, self.content_vector(img))])
+          for img in content])
+      out = self.run_uint8(content, vectors)
+      if out is not None:
+        return out
+    return super().stylize(content, style_state, params)
 
   def _vectors(self, state: Any, count: int) -> np.ndarray:
     """[1 | B, ...] -> [B, ...] (a split transfer net may not broadcast)."""
