@@ -2,13 +2,15 @@
 
 The model comes from where it comes from today (tensorflow_hub.load of a
 TF Hub handle, a local or cached gs:// SavedModel, the builtin model);
-engine.tf_split freezes it and finds its style vector; then:
+its style vector is found by graph structure (engine.bottleneck); then:
 
-- TFSplitStylizer: the TF engine (the reference): pruned TF functions,
-  padding to multiples of 8 as HubStylizer does.
-- OpenVINOSplitStylizer: the transfer network converted to OpenVINO,
-  bf16 or f32, compiled per bucket shape (engine.buckets), uint8 in and out
-  on the plain path; the predictor in OpenVINO f32.
+- TFSplitStylizer: the TF engine (the reference): the loaded function's
+  graph pruned into predictor and transfer (engine.tf_split), padding to
+  multiples of 8 as HubStylizer does.
+- OpenVINOSplitStylizer: the loaded function converted to OpenVINO and cut
+  at the vector (engine.ov_split); the transfer network in bf16 or f32,
+  compiled per bucket shape (engine.buckets), uint8 in and out on the
+  plain path (and for strength alone); the predictor in OpenVINO f32.
 
 Both have has_style_vector=True: the predictor runs once per style per
 worker, blends and --style_strength mix vectors (Magenta's
