@@ -58,3 +58,38 @@ def test_lite_auto_and_bad_flags():
   assert load_stylizer('magenta-lite').engine == 'tf'
   with pytest.raises(ValueError, match='needs --engine openvino'):
     load_stylizer(lite, engine='tf', precision='bf16')
+
+
+def test_unsplittable_model_runs_whole_on_openvino(tmp_path, caplog,
+                                                    monkeypatch):
+  """A model OpenVINO converts but without a style vector: its full call
+  runs on OpenVINO (OpenVINOFullStylizer), matching TF."""
+  from transforms.native_logs import import_tensorflow
+  from transforms.models import split_model
+  from transforms.models.loader import load_stylizer as load_today
+  tf = import_tensorflow()
+
+  class Tint(tf.Module):
+    """content * 2 * mean colour of the style: style stats [B, 1, 1, 3]."""
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32),
+        tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def __call__(self, content, style):
+      tint = tf.reduce_mean(style, axis=[1, 2], keepdims=True)
+      return [tf.clip_by_value(content * tint * 2.0, 0.0, 1.0)]
+
+  path = str(tmp_path / 'tint')
+  tf.saved_model.save(Tint(), path)
+  monkeypatch.setattr(split_model, '_warned', set())
+  caplog.set_level(logging.WARNING)
+  s = load_stylizer(path, engine='openvino', precision='f32')
+  assert type(s).__name__ == 'OpenVINOFullStylizer' and not s.has_style_vector
+  assert any('cannot be split' in r.getMessage() for r in caplog.records)
+  style = np.asarray(gradient(64, 64, seed=5), np.float32) / 255
+  today = load_today(path)
+  content = np.asarray(gradient(100, 70, seed=6))[np.newaxis]
+  want = today.stylize(content, today.prepare_style(style))
+  got = s.stylize(content, s.prepare_style(style))
+  assert got.shape == want.shape
+  assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
