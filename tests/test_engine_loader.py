@@ -93,3 +93,14 @@ def test_unsplittable_model_runs_whole_on_openvino(tmp_path, caplog,
   got = s.stylize(content, s.prepare_style(style))
   assert got.shape == want.shape
   assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_exact_buckets_option():
+  from transforms.models.engine import buckets
+  s = load_stylizer(str(shared_path('models',
+                                    'magenta-arbitrary-v1-256-savedmodel')),
+                    exact_buckets=True)
+  assert s.network.bucket is buckets.exact_shape
+  style = np.asarray(gradient(256, 256, seed=4), np.float32) / 255
+  s.stylize(np.asarray(gradient(1024, 600))[np.newaxis], s.prepare_style(style))
+  assert (1, 600, 1024, 3) in s.describe()['compiled_shapes']

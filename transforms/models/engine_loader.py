@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 def load_stylizer(handle: str, engine: str = 'auto', precision: str = 'auto',
                   threads: int = 0, expected_sha256: Optional[str] = None,
-                  max_shapes: int = 8) -> Stylizer:
+                  max_shapes: int = 8, exact_buckets: bool = False
+                  ) -> Stylizer:
   """Loads the model named by handle on the given engine.
 
   Args:
@@ -42,6 +43,8 @@ def load_stylizer(handle: str, engine: str = 'auto', precision: str = 'auto',
     threads: threads per process (0: all cores), as --tf_threads.
     expected_sha256: as loader.load_stylizer.
     max_shapes: compiled bucket shapes kept per network (OpenVINO).
+    exact_buckets: pad each size only as the TF engine does (one compile
+      per size) instead of to the few bucket shapes (engine.buckets).
 
   Raises:
     ModelLoadError: as loader.load_stylizer.
@@ -64,11 +67,14 @@ def load_stylizer(handle: str, engine: str = 'auto', precision: str = 'auto',
         int8_on_openvino=(engine == 'openvino'))
   else:
     from transforms.models import split_model  # pylint: disable=import-outside-toplevel
+    from transforms.models.engine import buckets  # pylint: disable=import-outside-toplevel
     full = _load_local(handle, threads)  # HubStylizer: loads, checks.
     full.engine, full.precision = 'tf', 'f32'
     stylizer = split_model.build(original, full.kind, full._model, resolved,  # pylint: disable=protected-access
                                  resolved_precision, threads, fallback=full,
-                                 max_shapes=max_shapes)
+                                 max_shapes=max_shapes,
+                                 bucket=(buckets.exact_shape if exact_buckets
+                                         else buckets.bucket_shape))
     del full  # Not kept unless it is the adapter (frees the TF model).
   stylizer.handle = original
   logger.info('Model %s: %s on %s %s.', original, type(stylizer).__name__,

@@ -246,12 +246,13 @@ class OpenVINOSplitStylizer(_TileExact, VectorStylizer):
 
   def __init__(self, handle: str, kind: str, predictor_model, transfer_model,
                vector_name: str, vector_shape, precision: str,
-               threads: int = 0, max_shapes: int = 8):
+               threads: int = 0, max_shapes: int = 8,
+               bucket=buckets.bucket_shape):
     super().__init__(handle, kind, vector_name, vector_shape)
     from transforms.models.engine import ov_bucketed  # pylint: disable=import-outside-toplevel
     self.precision = precision
     self.network = ov_bucketed.BucketedNetwork(transfer_model, precision,
-                                               threads, max_shapes)
+                                               threads, max_shapes, bucket)
     self._predictor = ov_bucketed.Predictor(
         predictor_model, threads, core=self.network.float_runner.core)
 
@@ -286,13 +287,14 @@ class OpenVINOFullStylizer(_TileExact, Stylizer):
   min_size = 1
 
   def __init__(self, handle: str, kind: str, model, precision: str,
-               threads: int = 0, max_shapes: int = 8):
+               threads: int = 0, max_shapes: int = 8,
+               bucket=buckets.bucket_shape):
     from transforms.models.engine import ov_bucketed  # pylint: disable=import-outside-toplevel
     self.handle = handle
     self.kind = kind
     self.precision = precision
     self.network = ov_bucketed.BucketedNetwork(model, precision, threads,
-                                               max_shapes, name='full')
+                                               max_shapes, bucket, name='full')
 
   def prepare_style(self, style: np.ndarray) -> Any:
     return np.asarray(style, np.float32)[np.newaxis]
@@ -314,7 +316,7 @@ class OpenVINOFullStylizer(_TileExact, Stylizer):
 
 
 def _openvino(handle: str, kind: str, model: Any, precision: str,
-              threads: int, max_shapes: int) -> Optional[Stylizer]:
+              threads: int, max_shapes: int, bucket) -> Optional[Stylizer]:
   """The OpenVINO adapter, or None where OpenVINO cannot convert the model."""
   from transforms.models.engine import ov_split, tf_split  # pylint: disable=import-outside-toplevel
   try:
@@ -333,12 +335,12 @@ def _openvino(handle: str, kind: str, model: Any, precision: str,
   if parts is None:
     _warn_unsplittable(handle, tf_split.NO_VECTOR)
     stylizer = OpenVINOFullStylizer(handle, kind, converted, precision,
-                                    threads, max_shapes)
+                                    threads, max_shapes, bucket)
   else:
     stylizer = OpenVINOSplitStylizer(handle, kind, parts.predictor,
                                      parts.transfer, parts.vector_name,
                                      parts.vector_shape, precision, threads,
-                                     max_shapes)
+                                     max_shapes, bucket)
   # The converted model may share weight memory with the loaded one.
   stylizer.source_model = model
   return stylizer
@@ -354,7 +356,7 @@ def _warn_unsplittable(handle: str, why: Any) -> None:
 
 def build(handle: str, kind: str, model: Any, engine: str, precision: str,
           threads: int = 0, fallback: Optional[Stylizer] = None,
-          max_shapes: int = 8) -> Stylizer:
+          max_shapes: int = 8, bucket=buckets.bucket_shape) -> Stylizer:
   """The adapter for a loaded Magenta-convention model on a resolved engine.
 
   Args:
@@ -365,6 +367,9 @@ def build(handle: str, kind: str, model: Any, engine: str, precision: str,
     fallback: the full-call TF adapter (HubStylizer), returned for models
       that can be neither split nor converted.
     max_shapes: compiled bucket shapes kept per network (OpenVINO).
+    bucket: (height, width) -> padded shape (OpenVINO): buckets.bucket_shape
+      (few shapes), or buckets.exact_shape (the TF engine's padding, one
+      compile per size: outputs match the TF engine at every size).
 
   OpenVINO: the model converted and cut (OpenVINOSplitStylizer), else its
   full call (OpenVINOFullStylizer); where it does not convert, TF. TF: the
@@ -373,7 +378,8 @@ def build(handle: str, kind: str, model: Any, engine: str, precision: str,
   """
   from transforms.models.engine import tf_split  # pylint: disable=import-outside-toplevel
   if engine == 'openvino':
-    stylizer = _openvino(handle, kind, model, precision, threads, max_shapes)
+    stylizer = _openvino(handle, kind, model, precision, threads, max_shapes,
+                         bucket)
     if stylizer is not None:
       return stylizer
   try:
