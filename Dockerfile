@@ -23,7 +23,7 @@ COPY transforms transforms
 COPY training training
 COPY configs configs
 RUN pip install --no-cache-dir . \
- && python -c "import tensorflow, tensorflow_hub, tf_keras, ai_edge_litert, beam_jobs.stylize, beam_jobs.train" \
+ && python -c "import tensorflow, tensorflow_hub, tf_keras, ai_edge_litert, openvino, beam_jobs.stylize, beam_jobs.train" \
  && python -c "from transforms.models import embedded; embedded.resolve('magenta-lite')"
 
 # The builtin model is exported at build time so workers need not.

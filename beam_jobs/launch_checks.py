@@ -210,8 +210,11 @@ def model_kind(source: str, sha256: Optional[str], light: bool) -> str:
 
 
 def try_model(handle: str, style: np.ndarray, tf_threads: int,
-              sha256: Optional[str] = None) -> None:
-  """Loads the model once and runs one tiny call, so a bad handle fails now."""
+              sha256: Optional[str] = None, engine: str = 'auto',
+              precision: str = 'auto') -> str:
+  """Loads the model once, on the engine it will run on, and runs one tiny
+  call, so a bad handle fails now; returns how it applies strength
+  (models.base.STRENGTH_*)."""
   from transforms.models.base import ModelLoadError
   from transforms.models.loader import load_stylizer
   from transforms.stylize import configure_tf_threads
@@ -219,9 +222,25 @@ def try_model(handle: str, style: np.ndarray, tf_threads: int,
   configure_tf_threads(tf_threads, handle)
   try:
     stylizer = load_stylizer(handle, threads=tf_threads,
-                             expected_sha256=sha256)
+                             expected_sha256=sha256, engine=engine,
+                             precision=precision)
     try_stylizer(stylizer, stylizer.prepare_style(style), handle)
+    return stylizer.strength_mode()
   except ModelLoadError as e:
     message = str(e)
-    raise ConfigError(message if message.startswith('--model') else
+    raise ConfigError(message if message.startswith('--') else
                       f'--model: {message}') from None
+
+
+def engine_check(engine: str, precision: str) -> None:
+  """--engine and --precision possible on this machine (OpenVINO
+  installed for --engine openvino).
+
+  Raises:
+    ConfigError: naming what to install or choose.
+  """
+  from transforms.models.engine import capabilities
+  try:
+    capabilities.resolve(engine, precision)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None

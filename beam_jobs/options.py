@@ -90,8 +90,7 @@ class JobConfig:
   def _key(self, values: Dict) -> str:
     return identity.job_key({
         'settings': values, 'model': self.model_fingerprint,
-        'router': self.router_fingerprint,
-        'strength_mode': self.row_params.get('strength_mode')})
+        'router': self.router_fingerprint})
 
   @property
   def job_key(self) -> str:
@@ -172,8 +171,14 @@ def validate(options: PipelineOptions, check_model: bool = True,
     fingerprint = launch_checks.model_fingerprint(model, o.model_sha256)
     sha256 = None if fingerprint.startswith('sha256:') else o.model_sha256
     kind = launch_checks.model_kind(source, sha256, light=dry or not local)
+    # What the model does with --style_strength, as far as the launch can
+    # tell without loading it (each row records what was done).
+    strength_mode = (STRENGTH_PIXEL if kind == 'builtin' else STRENGTH_VECTOR)
+    if local:
+      launch_checks.engine_check(o.engine, o.precision)
     if check_model and local and not dry:
-      launch_checks.try_model(source, style_pixels[0], tf_threads, sha256)
+      strength_mode = launch_checks.try_model(
+          source, style_pixels[0], tf_threads, sha256, o.engine, o.precision)
       if routing:
         routing_checks.check_router(routing['route_model'], tf_threads)
 
@@ -184,7 +189,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
                              max_untiled_pixels=o.max_untiled_pixels)
   row_params = {
       'style_strength': o.style_strength,
-      'strength_mode': STRENGTH_VECTOR if kind == 'tflite' else STRENGTH_PIXEL,
+      'strength_mode': strength_mode,
       'preserve_colors': bool(o.preserve_colors),
       'tile_size': o.tile_size,
       'tile_overlap': o.tile_overlap,

@@ -19,6 +19,7 @@ command line by config_error().
 
 import enum
 import math
+import typing
 from typing import Any, Dict, List, Literal, Optional
 
 import pydantic
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from beam_jobs.errors import ConfigError
 from transforms.decode import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS
+from transforms.models.engine.capabilities import ENGINES, PRECISIONS
 from transforms.models.loader import DEFAULT_MODEL
 from transforms.styles import DEFAULT_STYLE_SIZE
 
@@ -142,6 +144,16 @@ class JobSettings(BaseModel):
       help='Expected SHA-256 of the model (a file, or a folder\'s digest as '
       'printed in a mismatch error; for a TF Hub handle, of the downloaded '
       'folder); checked before use.')
+  engine: Literal[ENGINES] = setting(
+      'auto', group=MODEL, identity=Identity.VALUE,
+      help='Where the network runs: "auto" (OpenVINO where it is installed, '
+      'as it is with this package), "openvino", or "tf" (TensorFlow / '
+      'LiteRT: the reference). The manifest records what ran.')
+  precision: Literal[PRECISIONS] = setting(
+      'auto', group=MODEL, identity=Identity.VALUE,
+      help='"auto": bf16 on OpenVINO where the CPU has AMX or AVX-512 BF16 '
+      '(about 4x faster than f32, 41 dB from it), else f32; "bf16" or '
+      '"f32". TensorFlow runs f32.')
   tfhub_mirror: Optional[str] = setting(
       None, group=MODEL, identity=Identity.NONE, metavar='URL',
       help='Fetch tfhub.dev handles from this mirror instead, e.g. '
@@ -298,6 +310,13 @@ class JobSettings(BaseModel):
     return self
 
   @model_validator(mode='after')
+  def _engine(self) -> 'JobSettings':
+    if self.engine == 'tf' and self.precision == 'bf16':
+      raise ValueError('--precision bf16 needs --engine openvino (or auto); '
+                       'the TensorFlow engine runs f32.')
+    return self
+
+  @model_validator(mode='after')
   def _format(self) -> 'JobSettings':
     from transforms.formats import avif_supported
     if self.output_format == 'avif' and not avif_supported():
@@ -403,8 +422,9 @@ def config_error(error: pydantic.ValidationError) -> ConfigError:
                          'greater_than', 'less_than'):
       return ConfigError(_bound_message(flag, name, first.get('input')))
     if first['type'] == 'literal_error':
+      choices = typing.get_args(JobSettings.model_fields[name].annotation)
       return ConfigError(f'{flag}: invalid choice: {first.get("input")!r} '
-                         f'(choose from {", ".join(OUTPUT_FORMATS)})')
+                         f'(choose from {", ".join(choices)})')
     return ConfigError(f'{flag}: {message}')
   # A rule between settings: its own message.
   return ConfigError(message.removeprefix('Value error, '))

@@ -29,7 +29,7 @@ from transforms.incremental import (RecordFailures, RemoveStaleTemporary,
 from transforms.inputs import ListInputs
 from transforms.layout import SUMMARY_NAME
 from transforms.lease import (SUBMITTED_EXPIRY_S, Lease, LeaseHeld,
-                              WorkerLease, release_at_end)
+                              WorkerLease, held_message, release_at_end)
 from transforms.manifest import InputSetFn, WriteManifest, enforce_verdict
 from transforms.progress import ProgressMonitor, RecordProgress
 from transforms.records import describe_error
@@ -68,7 +68,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
       job.model_source, job.styles, o.style_size, o.batch_size,
       job.tf_threads, job.style_params, o.model_sha256,
-      job.model_fingerprint)
+      job.model_fingerprint, o.engine, o.precision)
   # Every worker process that writes checks the run holds the lease on
   # --output; on remote runners the workers also keep its heartbeat.
   lease = WorkerLease(job.run_id, heartbeat=job.fail_job_on_verdict,
@@ -108,6 +108,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       'output_format': o.output_format,
       'max_size': job.max_size,
       'params': job.row_params,
+      'engine': {'engine': o.engine, 'precision': o.precision},
       'started_at': job.started_at,
       'max_failure_ratio': o.max_failure_ratio,
   }
@@ -254,6 +255,7 @@ def run(argv: Optional[Sequence[str]] = None,
     ConfigError: a configuration mistake, before any work.
   """
   options = parse(argv)
+  check_lease_first(options)
   job = validate(options, check_model=check_model)
   job.progress_dir = progress_dir
   local = runners.is_local(options)
@@ -309,6 +311,26 @@ def run(argv: Optional[Sequence[str]] = None,
   return result
 
 
+def check_lease_first(options: PipelineOptions) -> None:
+  """A second run on a held output stops at once, before the checks that
+  load the model (one read; the lease is taken after validation).
+
+  Raises:
+    ConfigError: another live run holds --output.
+  """
+  o = options.view_as(StylizeOptions)
+  if not o.output or o.break_lease or runners.template_location(options):
+    return
+  try:
+    output = result_output(o.output)
+    current = Lease(output, '').current()
+  except Exception:  # pylint: disable=broad-except
+    return  # An output that cannot be read: validation says what is wrong.
+  now = time.time()
+  if current is not None and not (current.expired(now) or current.gone()):
+    raise ConfigError(held_message(Lease(output, '').uri, current, now))
+
+
 def take_lease(job: JobConfig, waited: bool) -> Lease:
   """This run's lease on --output (transforms/lease.py), heartbeat started
   where this process waits for the job. A local run's lease is this
@@ -356,9 +378,12 @@ def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
   if elapsed_s is None:
     elapsed_s = summary.get('elapsed_s', 0.0)
   rate = counts.get('ok', 0) / elapsed_s if elapsed_s > 0 else 0.0
+  engines = summary.get('engines_used') or {}
+  made_with = (' on ' + ', '.join(engines) if engines else '')
   lines = [
       f"stylize run {summary['run_id']}: {total} (input, style) pairs in "
-      f'{elapsed_s:.1f}s ({rate:.2f} images/s)' + _waves_text(summary),
+      f'{elapsed_s:.1f}s ({rate:.2f} images/s{made_with})' +
+      _waves_text(summary),
       f"  ok {counts.get('ok', 0)}   failed {counts.get('failed', 0)}   "
       f"skipped {counts.get('skipped', 0)}   ignored files "
       f"{summary.get('files_ignored', 0)}",

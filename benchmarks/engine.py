@@ -134,10 +134,10 @@ def build_engines(threads: int = 0):
   """tf_today, tf_f32, ov_f32, ov_bf16 adapters from one load."""
   from transforms.models import split_model
   from transforms.models.engine import ov_split, tf_split
-  from transforms.models.loader import load_stylizer
-  today = load_stylizer(MODEL)
+  from transforms.models.loader import load_full_call
+  today = load_full_call(MODEL)
   start = time.perf_counter()
-  model = today._model  # pylint: disable=protected-access
+  model = today.model
   split = tf_split.split(model)
   split_s = time.perf_counter() - start
   start = time.perf_counter()
@@ -279,8 +279,8 @@ BUCKET_SHAPES = [(576, 1024), (688, 1024), (768, 1024), (1024, 1024),
 def buckets_child(precision: str) -> dict:
   """Runs in a fresh process: compile time and memory of each bucket shape
   (the uint8 network), each shape compiled and run for the first time."""
-  from transforms.models import engine_loader
-  s = engine_loader.load_stylizer(MODEL, 'openvino', precision)
+  from transforms.models.loader import load_stylizer
+  s = load_stylizer(MODEL, engine='openvino', precision=precision)
   net = s.network
   net.uint8_runner.max_resident = 100  # Measure each shape's own buffers.
   vector = s.prepare_style(style_image())
@@ -414,15 +414,14 @@ _RSS_SIZES = [(768, 1024), (683, 1024), (1024, 768), (384, 512)]
 
 def rss_child(engine: str) -> dict:
   """Runs in a fresh process: load, prepare a style, the batches."""
-  from transforms.models import engine_loader
-  from transforms.models.loader import load_stylizer
+  from transforms.models.loader import load_full_call, load_stylizer
   start = time.perf_counter()
   if engine == 'tf_today':
-    s = load_stylizer(MODEL)
+    s = load_full_call(MODEL)
   else:
     name, precision = {'tf_f32': ('tf', 'f32'), 'ov_f32': ('openvino', 'f32'),
                        'ov_bf16': ('openvino', 'bf16')}[engine]
-    s = engine_loader.load_stylizer(MODEL, name, precision)
+    s = load_stylizer(MODEL, engine=name, precision=precision)
   state = s.prepare_style(style_image())
   load_s = time.perf_counter() - start
   after_load = peak_rss_mib()

@@ -38,13 +38,13 @@ def style_image(name='bricks_sq.jpg'):
 
 @pytest.fixture(scope='module')
 def engines():
-  # What engine_loader.load_stylizer builds, with one load, freeze and
+  # What loader.load_stylizer builds, with one load, freeze and
   # conversion for the three (test time).
   from transforms.models import split_model
   from transforms.models.engine import ov_split, tf_split
-  from transforms.models.loader import load_stylizer
+  from transforms.models.loader import load_full_call
   handle = str(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel'))
-  model = load_stylizer(handle)._model  # pylint: disable=protected-access
+  model = load_full_call(handle).model
   split = tf_split.split(model)
   fn = tf_split.concrete_function(model)
   predictor, transfer = ov_split.cut(ov_split.convert(fn), split.vector.name,

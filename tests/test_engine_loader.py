@@ -1,4 +1,4 @@
-"""engine_loader.load_stylizer: what runs for each model kind and engine."""
+"""loader.load_stylizer: what runs for each model kind and engine."""
 
 import logging
 
@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import gradient, shared_path
 from transforms.models.engine import capabilities
-from transforms.models.engine_loader import load_stylizer
+from transforms.models.loader import load_stylizer
 
 pytest.importorskip('openvino')
 
@@ -16,48 +16,55 @@ def _content():
   return np.asarray(gradient(96, 64))[np.newaxis]
 
 
-def test_builtin_falls_back_to_the_full_tf_call_once(caplog, monkeypatch):
-  from transforms.models import split_model
-  from transforms.models.loader import load_stylizer as load_today
-  monkeypatch.setattr(split_model, '_warned', set())  # A fresh process.
+def test_builtin_runs_its_tf_call_quietly_on_any_engine(caplog):
+  """The builtin colour transfer is no network (no style vector, no
+  OpenVINO conversion): it runs on TensorFlow, without a warning."""
+  from transforms.models.loader import load_full_call as load_today
   style = np.asarray(gradient(64, 64, seed=3), np.float32) / 255
   today = load_today('builtin')
   want = today.stylize(_content(), today.prepare_style(style))
   caplog.set_level(logging.WARNING)
-  for _ in range(2):
-    s = load_stylizer('builtin', engine='openvino')
+  for engine in ('auto', 'openvino', 'tf'):
+    s = load_stylizer('builtin', engine=engine)
     assert type(s).__name__ == 'HubStylizer'
     assert (s.engine, s.precision) == ('tf', 'f32')
     assert not s.has_style_vector
     np.testing.assert_array_equal(
         s.stylize(_content(), s.prepare_style(style)), want)
+  assert not caplog.records
+
+
+def test_a_model_openvino_cannot_convert_falls_back_to_tf_once(
+    tmp_path, caplog, monkeypatch):
+  """A model whose ops OpenVINO has no conversion for (an eigen-
+  decomposition, as the builtin's) and without a style vector: its full
+  call on TensorFlow, said once per process."""
+  from transforms.native_logs import import_tensorflow
+  from transforms.models import split_model
+  tf = import_tensorflow()
+
+  class Eig(tf.Module):
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32),
+        tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def __call__(self, content, style):
+      flat = tf.reshape(style, [-1, 3])
+      values, _ = tf.linalg.eigh(tf.matmul(flat, flat, transpose_a=True))
+      return [tf.clip_by_value(content * tf.reduce_max(values) * 0.0 +
+                               content, 0.0, 1.0)]
+
+  path = str(tmp_path / 'eig')
+  tf.saved_model.save(Eig(), path)
+  monkeypatch.setattr(split_model, '_warned', set())  # A fresh process.
+  caplog.set_level(logging.WARNING)
+  for _ in range(2):
+    s = load_stylizer(path, engine='openvino')
+    assert type(s).__name__ == 'HubStylizer'
+    assert (s.engine, s.precision) == ('tf', 'f32')
   messages = [r.getMessage() for r in caplog.records]
-  # Said once per process, not per load.
   assert sum('cannot be split' in m for m in messages) == 1
   assert sum('SelfAdjointEigV2' in m for m in messages) == 1
-  assert type(load_stylizer('builtin', engine='tf')).__name__ == 'HubStylizer'
-
-
-def test_savedmodel_auto():
-  s = load_stylizer(str(shared_path('models',
-                                    'magenta-arbitrary-v1-256-savedmodel')))
-  assert type(s).__name__ == 'OpenVINOSplitStylizer'
-  assert s.engine == 'openvino' and s.has_style_vector
-  assert s.precision == ('bf16' if capabilities.has_bf16() else 'f32')
-  style = np.asarray(gradient(256, 256, seed=4), np.float32) / 255
-  out = s.stylize(_content(), s.prepare_style(style))
-  assert out.shape == (1, 64, 96, 3) and out.dtype == np.uint8
-  assert s.describe()['style_vector'].startswith('clip_by_value_64:0')
-
-
-def test_lite_auto_and_bad_flags():
-  lite = str(shared_path('models', 'magenta-arbitrary-v1-256-lite'))
-  s = load_stylizer(lite)
-  assert type(s).__name__ == 'BatchedLiteStylizer' and s.engine == 'openvino'
-  # The embedded int8 pair keeps LiteRT under auto.
-  assert load_stylizer('magenta-lite').engine == 'tf'
-  with pytest.raises(ValueError, match='needs --engine openvino'):
-    load_stylizer(lite, engine='tf', precision='bf16')
 
 
 def test_unsplittable_model_runs_whole_on_openvino(tmp_path, caplog,
@@ -66,7 +73,7 @@ def test_unsplittable_model_runs_whole_on_openvino(tmp_path, caplog,
   runs on OpenVINO (OpenVINOFullStylizer), matching TF."""
   from transforms.native_logs import import_tensorflow
   from transforms.models import split_model
-  from transforms.models.loader import load_stylizer as load_today
+  from transforms.models.loader import load_full_call as load_today
   tf = import_tensorflow()
 
   class Tint(tf.Module):

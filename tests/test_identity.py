@@ -97,6 +97,8 @@ VALUE_FIELDS = {
     'keep_gps': st.booleans(),
     'max_untiled_pixels': st.integers(2048 * 2048, 10**8),
     'tile_overlap': st.integers(0, 32),
+    'engine': st.sampled_from(['auto', 'openvino']),
+    'precision': st.sampled_from(['auto', 'bf16', 'f32']),
 }
 
 

@@ -130,7 +130,8 @@ class EncodeAndWriteFn(OverlappedDoFn):
       # names a complete output (transforms/markers.py).
       marker = Marker(status=markers.OK, identity=identity_of(
           item.input, item.style, self._job_key), size=len(data),
-                      crc32c=crc32c(data), run_id=self._row_info['run_id'])
+                      crc32c=crc32c(data), run_id=self._row_info['run_id'],
+                      engine=item.engine, precision=item.precision)
       try:
         self._writer.write(marker_uri, marker.to_bytes(), 'application/json')
       except Exception:

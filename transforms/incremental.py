@@ -184,7 +184,7 @@ class PlanWork(beam.DoFn):
         self._skipped.inc()
         yield beam.pvalue.TaggedOutput(SKIPPED, skipped_row(
             item, style, self._layout.output_uri(style.label, key),
-            self._row_info))
+            self._row_info, marker.engine, marker.precision))
       elif self._known_failure(item, style, marker):
         self._known.inc()
         yield beam.pvalue.TaggedOutput(FAILED, known_failed_row(

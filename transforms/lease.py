@@ -178,7 +178,7 @@ class _LocalStore:
     try:
       with open(self.uri, 'rb') as f:
         return LeaseInfo.from_bytes(f.read())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
       return None
 
 

@@ -110,10 +110,13 @@ class SummaryCombineFn(beam.CombineFn):
 
   def create_accumulator(self):
     return {'counts': {s.value: 0 for s in Status}, 'errors': {},
-            'classes': {}, 'known': 0}
+            'classes': {}, 'known': 0, 'engines': {}}
 
   def add_input(self, acc, row: ManifestRow):
     acc['counts'][row.status.value] += 1
+    if row.status == Status.OK and row.engine:
+      made_with = f'{row.engine} {row.precision}'
+      acc['engines'][made_with] = acc['engines'].get(made_with, 0) + 1
     if row.status == Status.FAILED and row.known:
       acc['known'] += 1
     if row.image_class is not None:
@@ -132,6 +135,8 @@ class SummaryCombineFn(beam.CombineFn):
     out = self.create_accumulator()
     for acc in accs:
       out['known'] += acc.get('known', 0)
+      for k, v in acc.get('engines', {}).items():
+        out['engines'][k] = out['engines'].get(k, 0) + v
       for k, v in acc['counts'].items():
         out['counts'][k] += v
       for k, v in acc['errors'].items():
@@ -189,6 +194,8 @@ def build_summary(acc: Dict, ignored: int, manifests: List[str],
       'failed_known': acc.get('known', 0),
       'failed_new': counts.get('failed', 0) - acc.get('known', 0),
       'failed_pairs': _failed_pairs(failed),
+      # What ran the network for this run's outputs: 'openvino bf16': n.
+      'engines_used': dict(sorted(acc.get('engines', {}).items())),
       'manifest': manifests,
       'expected_pairs': expected_pairs,
   })

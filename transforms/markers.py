@@ -38,12 +38,15 @@ class Marker:
   crc32c: str = ''
   error: str = ''
   run_id: str = ''
+  engine: str = ''
+  precision: str = ''
 
   def to_bytes(self) -> bytes:
     data = {'format': FORMAT, 'status': self.status,
             'identity': self.identity, 'run_id': self.run_id}
     if self.status == OK:
-      data.update(size=self.size, crc32c=self.crc32c)
+      data.update(size=self.size, crc32c=self.crc32c, engine=self.engine,
+                  precision=self.precision)
     else:
       data['error'] = self.error
     return json.dumps(data, sort_keys=True).encode('utf-8')
@@ -59,6 +62,8 @@ class Marker:
       return cls(status=d['status'], identity=str(d['identity']),
                  size=int(d.get('size', -1)), crc32c=str(d.get('crc32c', '')),
                  error=str(d.get('error', '')),
-                 run_id=str(d.get('run_id', '')))
+                 run_id=str(d.get('run_id', '')),
+                 engine=str(d.get('engine', '')),
+                 precision=str(d.get('precision', '')))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
       return None

@@ -21,12 +21,11 @@ handling sends that batch to its failed output.
 
 The job itself keeps its StylizeBatches DoFn (transforms/stylize.py), which
 shares the model loading and the per-shape call with retry
-(load_model_and_styles, stylize_stack) but needs two things RunInference has
+(load_model_and_styles, stylize_images) but needs two things RunInference has
 no place for: a different style list per image (incremental runs) and one
 failed manifest row per failing (image, style) instead of a failed batch.
 """
 
-import collections
 from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -35,7 +34,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from transforms.models.base import StyleParams
 from transforms.records import describe_error
 from transforms.styles import DEFAULT_STYLE_SIZE, parse_styles
-from transforms.stylize import LoadedModel, load_model_and_styles, stylize_stack
+from transforms.stylize import LoadedModel, load_model_and_styles, stylize_images
 
 
 class StylizeError(RuntimeError):
@@ -50,7 +49,8 @@ class StylizeModelHandler(ModelHandler[np.ndarray, PredictionResult,
     model: any --model value: 'builtin', a SavedModel folder or TF Hub
       handle, TF Lite files, local or gs://.
     styles: style images, with the job's --style syntax (blends included).
-    style_size, params, tf_threads, model_sha256: as the job's flags.
+    style_size, params, tf_threads, model_sha256, engine, precision: as
+      the job's flags.
     min_batch_size, max_batch_size: for RunInference's BatchElements.
   """
 
@@ -58,7 +58,8 @@ class StylizeModelHandler(ModelHandler[np.ndarray, PredictionResult,
                style_size: int = DEFAULT_STYLE_SIZE,
                params: StyleParams = StyleParams(), tf_threads: int = 0,
                model_sha256: Optional[str] = None, min_batch_size: int = 1,
-               max_batch_size: int = 4):
+               max_batch_size: int = 4, engine: str = 'auto',
+               precision: str = 'auto'):
     super().__init__(min_batch_size=min_batch_size,
                      max_batch_size=max_batch_size)
     self._model = model
@@ -68,6 +69,8 @@ class StylizeModelHandler(ModelHandler[np.ndarray, PredictionResult,
     self._params = params
     self._tf_threads = tf_threads
     self._sha256 = model_sha256
+    self._engine = engine
+    self._precision = precision
 
   @property
   def style_labels(self):
@@ -76,7 +79,9 @@ class StylizeModelHandler(ModelHandler[np.ndarray, PredictionResult,
   def load_model(self) -> LoadedModel:
     """Once per worker process (RunInference shares it between threads)."""
     return load_model_and_styles(self._model, self._styles, self._style_size,
-                                 self._tf_threads, self._sha256)
+                                 self._tf_threads, self._sha256,
+                                 engine=self._engine,
+                                 precision=self._precision)
 
   def run_inference(self, batch: Sequence[np.ndarray], model: LoadedModel,
                     inference_args: Optional[Dict[str, Any]] = None
@@ -87,22 +92,17 @@ class StylizeModelHandler(ModelHandler[np.ndarray, PredictionResult,
       if image.ndim != 3 or image.shape[2] != 3:
         raise StylizeError(f'example {i} has shape {image.shape}; expected '
                            'uint8 HxWx3')
-    by_shape = collections.defaultdict(list)
-    for i, image in enumerate(images):
-      by_shape[image.shape].append(i)
-    outputs: Dict[str, list] = {s.label: [None] * len(images)
-                                for s in self._styles}
-    for indices in by_shape.values():
-      stacked = np.stack([images[i] for i in indices])
-      for style in self._styles:
-        results, _ = stylize_stack(model.stylizer, stacked,
-                                   model.style_states[style.label],
-                                   self._params)
-        for i, out in zip(indices, results):
-          if isinstance(out, Exception):
-            raise StylizeError(f'example {i} ({images[i].shape}), style '
-                               f'{style.label}: {describe_error(out)}') from out
-          outputs[style.label][i] = out
+    outputs: Dict[str, list] = {}
+    for style in self._styles:
+      # All sizes at once: the model batches them by shape or bucket.
+      results, _ = stylize_images(model.stylizer, images,
+                                  model.style_states[style.label],
+                                  self._params)
+      for i, out in enumerate(results):
+        if isinstance(out, Exception):
+          raise StylizeError(f'example {i} ({images[i].shape}), style '
+                             f'{style.label}: {describe_error(out)}') from out
+      outputs[style.label] = results
     for i, example in enumerate(batch):
       if len(self._styles) == 1:
         inference = outputs[self._styles[0].label][i]

@@ -93,7 +93,9 @@ class DecodedImage:
 
 @dataclasses.dataclass
 class StylizedImage:
-  """One stylized output (uint8 HxWx3) for one (input, style) pair."""
+  """One stylized output (uint8 HxWx3) for one (input, style) pair, and
+  what made it: the engine and precision that ran the network, and how the
+  style strength was applied (models.base.STRENGTH_*)."""
   input: InputFile
   style: StyleRef
   pixels: np.ndarray
@@ -102,6 +104,9 @@ class StylizedImage:
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
   exif: bytes = b''
   taken_at: Optional[str] = None
+  engine: str = ''
+  precision: str = ''
+  strength_mode: str = ''
 
 
 @dataclasses.dataclass
@@ -150,9 +155,19 @@ class ManifestRow:
   # Failed rows: True when an earlier run failed the same way on the same
   # input with the same settings, so it was not retried.
   known: Optional[bool] = None
+  # What ran the network for this output ('openvino'/'tf', 'bf16'/'f32'):
+  # this run for ok rows, the earlier run (its marker) for skipped ones.
+  engine: Optional[str] = None
+  precision: Optional[str] = None
+  # How the style strength was applied to this output (written into
+  # params.strength_mode, replacing the run's expectation).
+  strength_mode: Optional[str] = None
 
   def to_json_dict(self) -> dict:
     d = dataclasses.asdict(self)
+    strength_mode = d.pop('strength_mode')
+    if strength_mode:
+      d['params'] = dict(d['params'], strength_mode=strength_mode)
     d['status'] = self.status.value
     if self.status != Status.FAILED:
       del d['known']

@@ -39,12 +39,18 @@ def ok_row(item: StylizedImage, output: str, info: Dict,
   return _row(item.input, item.style, Status.OK, info, output=output,
               width=width, height=height, source_width=item.source_width,
               source_height=item.source_height, timings=dict(timings),
-              taken_at=item.taken_at)
+              taken_at=item.taken_at, engine=item.engine or None,
+              precision=item.precision or None,
+              strength_mode=item.strength_mode or None)
 
 
 def skipped_row(item: InputFile, style: StyleRef, output: str,
-                info: Dict) -> ManifestRow:
-  return _row(item, style, Status.SKIPPED, info, output=output)
+                info: Dict, engine: str = '',
+                precision: str = '') -> ManifestRow:
+  """A pair an earlier run finished; engine and precision: what made its
+  output (from its marker)."""
+  return _row(item, style, Status.SKIPPED, info, output=output,
+              engine=engine or None, precision=precision or None)
 
 
 def known_failed_row(item: InputFile, style: StyleRef, error: str,

@@ -11,6 +11,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
 from apache_beam.utils import shared
 
 from transforms.models.base import StyleParams
@@ -101,7 +102,8 @@ class LoadedModel:
 def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
                           style_size: int, tf_threads: int,
                           model_sha256: Optional[str] = None,
-                          model_fingerprint: Optional[str] = None
+                          model_fingerprint: Optional[str] = None,
+                          engine: str = 'auto', precision: str = 'auto'
                           ) -> LoadedModel:
   """Loads the model and prepares every style once (per worker process).
 
@@ -116,7 +118,8 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
   start = time.perf_counter()
   stylizer = load_stylizer(model_handle, threads=tf_threads,
                            expected_sha256=model_sha256,
-                           expected_fingerprint=model_fingerprint)
+                           expected_fingerprint=model_fingerprint,
+                           engine=engine, precision=precision)
   # The styles the launch fingerprinted (StyleRef.digests): a style image
   # replaced since then fails the load rather than mixing two styles under
   # one identity.
@@ -130,8 +133,9 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
   if states:
     try_model(stylizer, next(iter(states.values())), model_handle)
   seconds = time.perf_counter() - start
-  logger.info('Loaded model %s and %d styles in pid %d in %.2fs', model_handle,
-              len(styles), os.getpid(), seconds)
+  logger.info('Loaded model %s (%s %s) and %d styles in pid %d in %.2fs',
+              model_handle, stylizer.engine, stylizer.precision, len(styles),
+              os.getpid(), seconds)
   _append_load_log(model_handle, seconds)
   return LoadedModel(stylizer, states)
 
@@ -139,16 +143,20 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
 class StylizeBatches(beam.DoFn):
   """List[DecodedImage] -> StylizedImage per (image, style); 'failed' Failures.
 
-  Images of one shape are stacked into one model call per style; a batch
-  whose call fails is retried image by image so that only the image that
-  fails again is reported.
+  The images of a batch that still need the same styles go to the model
+  together, once per style (Stylizer.stylize_many: one call per shape, or
+  per bucket on OpenVINO); a batch whose call fails is retried image by
+  image so that only the image that fails again is reported.
   """
 
   def __init__(self, model_handle: str, styles: Sequence[StyleRef],
                style_size: int, tf_threads: int,
                params: StyleParams = StyleParams(),
                model_sha256: Optional[str] = None,
-               model_fingerprint: Optional[str] = None):
+               model_fingerprint: Optional[str] = None,
+               engine: str = 'auto', precision: str = 'auto'):
+    self._engine = engine
+    self._precision = precision
     self._model_sha256 = model_sha256
     self._model_fingerprint = model_fingerprint
     self._params = params
@@ -165,13 +173,15 @@ class StylizeBatches(beam.DoFn):
   def _load(self) -> LoadedModel:
     return load_model_and_styles(self._model_handle, self._styles,
                                  self._style_size, self._tf_threads,
-                                 self._model_sha256, self._model_fingerprint)
+                                 self._model_sha256, self._model_fingerprint,
+                                 self._engine, self._precision)
 
   def setup(self):
     # One load per process: DoFn instances on other threads share it.
     self._model = self._shared.acquire(
         self._load,
-        tag=(self._model_handle, tuple(self._styles), self._style_size))
+        tag=(self._model_handle, tuple(self._styles), self._style_size,
+             self._engine, self._precision))
 
   def _report_load(self):
     # Metrics are recorded in process(), where a metrics context exists.
@@ -183,23 +193,26 @@ class StylizeBatches(beam.DoFn):
 
   def process(self, batch: List[DecodedImage]) -> Iterable:
     self._report_load()
-    # Images of one shape that still need the same styles are stacked once
-    # and that stack serves every one of those styles (incremental runs may
-    # leave different styles to do for different images).
+    # Images that still need the same styles go to the model together, and
+    # serve every one of those styles (incremental runs may leave different
+    # styles to do for different images).
     groups = collections.defaultdict(list)
     for item in batch:
-      groups[(item.pixels.shape, item.input.todo)].append(item)
-    for (_, todo), items in groups.items():
-      stacked = _stack(items)
+      groups[item.input.todo].append(item)
+    for todo, items in groups.items():
+      images = [item.pixels for item in items]
       for style in self._styles:
         if style.label in todo:
-          yield from self._run(items, style, stacked)
+          yield from self._run(items, style, images)
 
   def _run(self, items: List[DecodedImage], style: StyleRef,
-           stacked: np.ndarray) -> Iterable:
+           images: List[np.ndarray]) -> Iterable:
     model = self._model
-    results, seconds = stylize_stack(
-        model.stylizer, stacked, model.style_states[style.label], self._params)
+    stylizer = model.stylizer
+    results, seconds = stylize_images(
+        stylizer, images, model.style_states[style.label], self._params)
+    made_with = {'engine': stylizer.engine, 'precision': stylizer.precision,
+                 'strength_mode': stylizer.strength_mode()}
     for item, out, took in zip(items, results, seconds):
       if isinstance(out, Exception):
         yield beam.pvalue.TaggedOutput(FAILED, Failure(
@@ -215,85 +228,123 @@ class StylizeBatches(beam.DoFn):
       yield StylizedImage(input=item.input, style=style, pixels=out,
                           timings=timings, source_width=item.source_width,
                           source_height=item.source_height, exif=item.exif,
-                          taken_at=item.taken_at)
+                          taken_at=item.taken_at, **made_with)
 
 
-def _stack(items: List[DecodedImage]) -> np.ndarray:
-  """[B, H, W, 3] of same-shape images; a view, not a copy, for one image."""
-  if len(items) == 1:
-    return items[0].pixels[np.newaxis]
-  return np.stack([i.pixels for i in items])
-
-
-class BatchWeight:
-  """BatchElements' element size: an image over the untiled-pixel budget
-  weighs a whole batch, so it is never batched with another large image
-  (a batch of four 100 MP photos would hold 1.2 GB of pixels, stacked
-  twice)."""
-
-  def __init__(self, max_untiled_pixels: int, batch_size: int):
-    self._max_pixels = max_untiled_pixels
-    self._batch_size = batch_size
-
-  def __call__(self, item: DecodedImage) -> int:
-    height, width = item.pixels.shape[:2]
-    if self._max_pixels and height * width > self._max_pixels:
-      return self._batch_size
-    return 1
-
-
-def stylize_stack(stylizer, stacked: np.ndarray, style_state,
-                  params: StyleParams = StyleParams()
-                  ) -> Tuple[List[Union[np.ndarray, Exception]], List[float]]:
-  """One model call for a stack of same-shape uint8 images.
+def stylize_images(stylizer, images: Sequence[np.ndarray], style_state,
+                   params: StyleParams = StyleParams()
+                   ) -> Tuple[List[Union[np.ndarray, Exception]], List[float]]:
+  """The model on uint8 [H, W, 3] images of any sizes, together
+  (Stylizer.stylize_many).
 
   A call that fails is retried image by image, so only an image that fails
   on its own is reported, as its exception. Returns the outputs (uint8
   arrays or exceptions) and the seconds per image, in order. Shared by the
   job's StylizeBatches and by StylizeModelHandler.
   """
+  images = list(images)
   start = time.perf_counter()
   try:
-    out = stylizer.stylize(stacked, style_state, params)
+    out = stylizer.stylize_many(images, style_state, params)
   except Exception as e:  # pylint: disable=broad-except
-    if len(stacked) == 1:
+    if len(images) == 1:
       return [e], [time.perf_counter() - start]
     logger.warning('Batch of %d failed (%s); retrying one by one.',
-                   len(stacked), describe_error(e))
+                   len(images), describe_error(e))
     results, seconds = [], []
-    for image in stacked:
-      r, t = stylize_stack(stylizer, image[np.newaxis], style_state, params)
+    for image in images:
+      r, t = stylize_images(stylizer, [image], style_state, params)
       results += r
       seconds += t
     return results, seconds
-  per_image = (time.perf_counter() - start) / len(stacked)
-  return list(out), [per_image] * len(stacked)
+  per_image = (time.perf_counter() - start) / len(images)
+  return list(out), [per_image] * len(images)
+
+
+class BatchByBucket(beam.DoFn):
+  """DecodedImage -> List[DecodedImage]: batches of up to batch_size images
+  of one bucket shape that need the same styles, formed within each bundle.
+
+  The bucket is the shape the network runs at (engine.buckets.exact_shape:
+  the size rounded up to a multiple of 8, as every engine pads): the photo
+  formats at a --max_size give a handful of them (1024x768, 1024x688,
+  1024x576 and their portraits at 1024), and slightly different crops
+  share one.
+
+  Written by hand: Beam's BatchElements batches in arrival order, so the
+  batches of a mixed archive (4:3, 3:2 and 16:9, landscape and portrait)
+  mostly hold different shapes and the model runs one image per call; and
+  GroupIntoBatches forms batches per key by shuffling, which would move
+  every decoded image through the runner (and on the in-process runner
+  hold all of them in memory at once). Here each (bucket, styles) key keeps
+  at most batch_size - 1 images waiting, and at most max_waiting images
+  wait in all (the fullest batch goes first beyond that); the rest go at
+  the end of the bundle. An image over max_untiled_pixels (stylized in
+  tiles) goes alone.
+  """
+
+  def __init__(self, batch_size: int, max_untiled_pixels: int = 0,
+               max_waiting: Optional[int] = None):
+    self._batch_size = batch_size
+    self._max_pixels = max_untiled_pixels
+    self._max_waiting = max_waiting or 4 * batch_size
+    self._waiting = {}
+    self._count = 0
+
+  def start_bundle(self):
+    self._waiting = {}
+    self._count = 0
+
+  def process(self, item: DecodedImage) -> Iterable[List[DecodedImage]]:
+    from transforms.models.engine.buckets import exact_shape  # pylint: disable=import-outside-toplevel
+    height, width = item.pixels.shape[:2]
+    if self._max_pixels and height * width > self._max_pixels:
+      yield [item]
+      return
+    key = (exact_shape(height, width), item.input.todo)
+    batch = self._waiting.setdefault(key, [])
+    batch.append(item)
+    self._count += 1
+    if len(batch) >= self._batch_size:
+      yield self._take(key)
+    elif self._count > self._max_waiting:
+      yield self._take(max(self._waiting, key=lambda k: len(
+          self._waiting[k])))
+
+  def _take(self, key) -> List[DecodedImage]:
+    batch = self._waiting.pop(key)
+    self._count -= len(batch)
+    return batch
+
+  def finish_bundle(self):
+    for key in list(self._waiting):
+      yield window.GlobalWindows.windowed_value_at_end_of_window(
+          self._take(key))
 
 
 class Stylize(beam.PTransform):
   """PCollection[DecodedImage] -> (PCollection[StylizedImage], failed Failures).
 
-  Batches with Beam's BatchElements, inside each bundle, so decoded pixels
-  are never shuffled between workers to form batches.
+  Batches by bucket shape inside each bundle (BatchByBucket), so decoded
+  pixels are never shuffled between workers to form batches and a mixed
+  archive still forms full batches.
   """
 
   def __init__(self, model_handle: str, styles: Sequence[StyleRef],
                style_size: int, batch_size: int, tf_threads: int,
                params: StyleParams = StyleParams(),
                model_sha256: Optional[str] = None,
-               model_fingerprint: Optional[str] = None):
+               model_fingerprint: Optional[str] = None,
+               engine: str = 'auto', precision: str = 'auto'):
     super().__init__()
     self._fn = StylizeBatches(model_handle, styles, style_size, tf_threads,
-                              params, model_sha256, model_fingerprint)
-    self._batch_size = batch_size
-    self._max_untiled_pixels = params.max_untiled_pixels
+                              params, model_sha256, model_fingerprint,
+                              engine, precision)
+    self._batcher = BatchByBucket(batch_size, params.max_untiled_pixels)
 
   def expand(self, decoded):
     results = (
         decoded
-        | 'Batch' >> beam.BatchElements(
-            min_batch_size=self._batch_size, max_batch_size=self._batch_size,
-            element_size_fn=BatchWeight(self._max_untiled_pixels,
-                                        self._batch_size))
+        | 'Batch' >> beam.ParDo(self._batcher)
         | 'RunModel' >> beam.ParDo(self._fn).with_outputs(FAILED, main='ok'))
     return results.ok, results[FAILED]

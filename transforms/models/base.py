@@ -63,6 +63,10 @@ class Stylizer(abc.ABC):
   handle: str = ''
   #: 'builtin', 'savedmodel', 'hub' or 'tflite'.
   kind: str = ''
+  #: What actually runs the network: 'tf' (TensorFlow or LiteRT) or
+  #: 'openvino', in 'f32' or 'bf16' (transforms/models/engine).
+  engine: str = 'tf'
+  precision: str = 'f32'
   #: Spatial sizes are padded to a multiple of this before the model call
   #: (the Magenta transfer network has stride-2 layers and rounds sizes).
   pad_multiple: int = 8
@@ -176,6 +180,26 @@ class Stylizer(abc.ABC):
     out += 0.5  # Round half up, then truncate: in place, no temporaries.
     np.clip(out, 0.0, 255.0, out=out)
     return out.astype(np.uint8)
+
+  def stylize_many(self, images: Sequence[np.ndarray], style_state: Any,
+                   params: StyleParams = StyleParams()) -> List[np.ndarray]:
+    """uint8 [H, W, 3] images of any sizes -> their outputs, in order.
+
+    Images of one shape share a model call (stylize on their stack);
+    adapters that pad to bucket shapes (the OpenVINO ones) take all the
+    images of a bucket in one call.
+    """
+    out: List[Any] = [None] * len(images)
+    groups: dict = {}
+    for i, image in enumerate(images):
+      groups.setdefault(image.shape, []).append(i)
+    for indices in groups.values():
+      stacked = (images[indices[0]][np.newaxis] if len(indices) == 1 else
+                 np.stack([images[i] for i in indices]))
+      for i, result in zip(indices, self.stylize(stacked, style_state,
+                                                 params)):
+        out[i] = result
+    return out
 
   def large_tile_side(self, params: StyleParams) -> int:
     """The tile side stylize_large uses."""

@@ -48,6 +48,11 @@ class HubStylizer(Stylizer):
           f'model {handle!r} loaded but is not callable as model(content, '
           'style); it does not follow the TF Hub Magenta convention.')
 
+  @property
+  def model(self):
+    """What tensorflow_hub.load returned (split_model splits it)."""
+    return self._model
+
   def describe(self) -> dict:
     """Inputs and outputs as the SavedModel declares them."""
     info = {'convention': 'model(content, style)[0], float32 in [0, 1]',

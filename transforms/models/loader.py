@@ -36,33 +36,91 @@ def describe_model(handle: str) -> str:
 
 def load_stylizer(handle: str, threads: int = 0,
                   expected_sha256: Optional[str] = None,
-                  expected_fingerprint: Optional[str] = None) -> Stylizer:
-  """Loads the model named by handle (copied to the local cache if remote).
+                  expected_fingerprint: Optional[str] = None,
+                  engine: str = 'auto', precision: str = 'auto',
+                  max_shapes: int = 8, exact_buckets: bool = True
+                  ) -> Stylizer:
+  """Loads the model named by handle (copied to the local cache if remote)
+  on an execution engine.
 
-  A tfhub.dev handle is fetched from $TFHUB_MIRROR when that is set (the
-  job passes handles already rewritten for --tfhub_mirror).
-  expected_fingerprint: the content fingerprint the launch took
-  (transforms/identity.py); a model whose files changed since is refused.
+  The model comes from where it comes from (a TF Hub handle through
+  tensorflow_hub, fetched from $TFHUB_MIRROR when that is set; a local or
+  gs:// SavedModel or .tar.gz; TF Lite files; 'magenta-lite'; 'builtin');
+  then it runs on the engine (transforms/models/engine):
+  - SavedModel / TF Hub / builtin: split at the style vector where it has
+    one (split_model), on OpenVINO or TensorFlow; otherwise its full call
+    on OpenVINO where it converts, else on TensorFlow (HubStylizer).
+    Fallbacks are logged once.
+  - TF Lite pair: BatchedLiteStylizer (tiles batched; a float transfer
+    file on OpenVINO, int8 ones on LiteRT unless engine is 'openvino').
+  The stylizer's .engine and .precision say what actually runs.
+
+  Args:
+    handle: the --model value.
+    threads: threads per process (0: all cores), as --tf_threads.
+    expected_sha256: --model_sha256, checked on the local copy (for a TF
+      Hub handle, on the downloaded folder).
+    expected_fingerprint: the content fingerprint the launch took
+      (transforms/identity.py); a model whose files changed since is
+      refused.
+    engine, precision: --engine, --precision ('auto' resolved for this
+      CPU: engine.capabilities).
+    max_shapes: compiled bucket shapes kept per network (OpenVINO).
+    exact_buckets: pad each size only as the TF engine does (the default:
+      outputs match the TF engine's at every size); False pads sizes
+      between the photo formats up to the next format (fewer compiled
+      shapes, but the padding shows along those images' edges:
+      engine/buckets.py).
 
   Raises:
     ModelLoadError: with a message that says what to fix.
   """
+  from transforms.models.engine import buckets, capabilities
   verify_fingerprint(handle, expected_fingerprint)
+  try:
+    resolved, resolved_precision = capabilities.resolve(engine, precision)
+  except ValueError as e:
+    raise ModelLoadError(str(e)) from None
   original = handle
   handle = cache.localize(tfhub.mirrored(embedded.resolve(handle)))
-  if describe_model(handle) == 'hub':
+  kind = describe_model(handle)
+  if kind == 'hub':
     # Downloaded (once) into tensorflow_hub's cache; the folder is checked
     # against the digest noted when it was first used, and --model_sha256.
     folder = tfhub.resolve(handle)
     cache.verify_hub_cache(folder, original)
     cache.verify_digest(folder, expected_sha256, original)
     from transforms.models.hub_model import HubStylizer
-    stylizer = HubStylizer(original, path=folder, kind='hub')
+    full = HubStylizer(original, path=folder, kind='hub')
   else:
     cache.verify_digest(handle, expected_sha256, original)
-    stylizer = _load_local(handle, threads)
+    if kind == 'tflite':
+      from transforms.models.lite_batched import BatchedLiteStylizer
+      full = None
+      stylizer = BatchedLiteStylizer(
+          handle, threads, resolved, resolved_precision,
+          int8_on_openvino=(engine == 'openvino'))
+    else:
+      full = _load_local(handle, threads)  # HubStylizer: loads, checks.
+  if full is not None:
+    from transforms.models import split_model
+    stylizer = split_model.build(
+        original, full.kind, full.model, resolved, resolved_precision,
+        threads, fallback=full, max_shapes=max_shapes,
+        bucket=buckets.exact_shape if exact_buckets else buckets.bucket_shape)
+    del full  # Not kept unless it is the adapter (frees the TF model).
   stylizer.handle = original
+  logger.info('Model %s: %s on %s %s.', original, type(stylizer).__name__,
+              stylizer.engine, stylizer.precision)
   return stylizer
+
+
+def load_full_call(handle: str, threads: int = 0) -> Stylizer:
+  """The model as it is, unsplit: its whole model(content, style) call on
+  TensorFlow (LiteStylizer for TF Lite files, one tile at a time): the
+  reference the engines are measured against (tests, benchmarks)."""
+  return _load_local(cache.localize(tfhub.mirrored(embedded.resolve(handle))),
+                     threads)
 
 
 def verify_fingerprint(handle: str, expected: Optional[str]) -> None:

@@ -231,7 +231,46 @@ class _TileExact:
     return super()._run(x, state, params)
 
 
-class OpenVINOSplitStylizer(_TileExact, VectorStylizer):
+class _BucketLists:
+  """OpenVINO adapters: a bucket's images of different sizes in one call.
+
+  The pipeline batches images by bucket shape (transforms/stylize.py,
+  BatchByBucket), so a batch may hold, say, 1024x683 and 1024x680 photos:
+  on the plain path each is padded into the same bucket in the network's
+  own buffers and cropped back (BucketedNetwork.run_uint8_list); other
+  paths (colours, pixel strength, tiles) go shape by shape.
+  """
+
+  def stylize_many(self, images, style_state, params=StyleParams()):
+    if len({image.shape for image in images}) > 1 and self._plain_list(
+        images, style_state, params):
+      state = style_state
+      if params.strength < 1.0:
+        # Vector models only (_plain_list): per-image vectors.
+        state = np.concatenate([
+            self.mix_vectors([(params.strength, style_state),
+                              (1.0 - params.strength,
+                               self.content_vector(image))])
+            for image in images])
+      return self.network.run_uint8_list(images, np.asarray(state,
+                                                             np.float32))
+    return super().stylize_many(images, style_state, params)
+
+  def _plain_list(self, images, state, params) -> bool:
+    if params.preserve_colors or isinstance(state, BlendState) or (
+        params.strength < 1.0 and not self.has_style_vector):
+      return False
+    for image in images:
+      height, width = image.shape[:2]
+      if params.tile_size and max(height, width) > params.tile_size:
+        return False
+      if (params.max_untiled_pixels and
+          height * width > params.max_untiled_pixels):
+        return False
+    return True
+
+
+class OpenVINOSplitStylizer(_BucketLists, _TileExact, VectorStylizer):
   """The split model under OpenVINO, in bucket shapes.
 
   pad_multiple and min_size are 1: the base class never pads (its float
@@ -275,7 +314,7 @@ class OpenVINOSplitStylizer(_TileExact, VectorStylizer):
     return info
 
 
-class OpenVINOFullStylizer(_TileExact, Stylizer):
+class OpenVINOFullStylizer(_BucketLists, _TileExact, Stylizer):
   """A model without a style vector, its full call under OpenVINO.
 
   The style image is the network's second input (compiled per bucket and
@@ -377,6 +416,12 @@ def build(handle: str, kind: str, model: Any, engine: str, precision: str,
   once per process.
   """
   from transforms.models.engine import tf_split  # pylint: disable=import-outside-toplevel
+  if kind == 'builtin' and fallback is not None:
+    # The colour transfer is no network: no style vector, no OpenVINO
+    # conversion (SelfAdjointEigV2); its TF call, without a warning.
+    logger.info('Model builtin runs on TensorFlow (a colour transfer, not a '
+                'network).')
+    return fallback
   if engine == 'openvino':
     stylizer = _openvino(handle, kind, model, precision, threads, max_shapes,
                          bucket)

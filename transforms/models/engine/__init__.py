@@ -20,6 +20,6 @@ One concern per module:
 
 The adapters on top are transforms.models.split_model (SavedModel / TF Hub
 models) and transforms.models.lite_batched (the TF Lite pair);
-transforms.models.engine_loader.load_stylizer picks them for a --model,
+transforms.models.loader.load_stylizer picks them for a --model,
 --engine and --precision. OpenVINO and TensorFlow are imported lazily.
 """

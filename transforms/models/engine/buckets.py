@@ -1,4 +1,12 @@
-"""The few padded shapes a network is compiled for, and pad/crop without copies.
+"""The padded shapes a network is compiled for, and pad/crop without copies.
+
+The job runs every image at exact_shape: its size rounded up to a multiple
+of 8, the padding of the TF engine, so the engines' outputs agree at every
+size (the measurements below). At a --max_size the photo formats give a
+handful of such shapes, and crops a few pixels apart share one. bucket_shape
+(below) pads sizes between the formats further, up to the next format: fewer
+compiled shapes, but the padding then shows along those images' edges, so it
+is only used where asked for (loader.load_stylizer(exact_buckets=False)).
 
 An OpenVINO model is compiled per input shape: 0.14-0.27 s per shape for
 the Magenta transfer network here, and each compiled 1024 px shape holds

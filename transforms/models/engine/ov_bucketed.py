@@ -17,7 +17,7 @@ The uint8 and float variants are compiled separately, each per bucket on
 first use (a job normally uses one of them).
 """
 
-from typing import Any
+from typing import Any, List, Sequence
 
 import numpy as np
 
@@ -56,13 +56,20 @@ class BucketedNetwork:
   def compiles(self) -> int:
     return self.float_runner.compiles + self.uint8_runner.compiles
 
-  def _run(self, runner: OpenVINORunner, images: np.ndarray, aux: np.ndarray,
-           out: np.ndarray, exact: bool) -> np.ndarray:
-    count, height, width, channels = images.shape
+  def _run(self, runner: OpenVINORunner, images: Sequence[np.ndarray],
+           aux: np.ndarray, out: Sequence[np.ndarray],
+           exact: bool) -> Sequence[np.ndarray]:
+    """images: [H, W, 3] arrays, any sizes of one bucket (a [B, H, W, 3]
+    stack is a sequence of them too); out: arrays of the same sizes."""
+    count = len(images)
     bucket = buckets.exact_shape if exact else self.bucket
-    bh, bw = bucket(height, width)
+    shape = {bucket(*image.shape[:2]) for image in images}
+    if len(shape) != 1:
+      raise ValueError(f'images of several buckets in one call: {shape}')
+    (bh, bw), = shape
     aux_of = _per_image(aux, count)
-    shapes = [(1, bh, bw, channels), (1,) + tuple(np.shape(aux)[1:])]
+    shapes = [(1, bh, bw, images[0].shape[-1]),
+              (1,) + tuple(np.shape(aux)[1:])]
 
     def fill(i, inputs):
       buckets.pad_into(inputs[0][0], images[i])
@@ -84,6 +91,14 @@ class BucketedNetwork:
     """
     out = np.empty(images.shape, np.uint8)
     return self._run(self.uint8_runner, images, aux, out, exact)
+
+  def run_uint8_list(self, images: Sequence[np.ndarray],
+                     aux: np.ndarray) -> List[np.ndarray]:
+    """uint8 [H, W, 3] images of any sizes within one bucket -> uint8
+    outputs of their sizes, in one batch of requests (a mixed archive's
+    photos of one bucket share a call without being resized)."""
+    out = [np.empty(image.shape, np.uint8) for image in images]
+    return list(self._run(self.uint8_runner, images, aux, out, False))
 
   def run_float(self, images: np.ndarray, aux: np.ndarray,
                 exact: bool = False) -> np.ndarray:
