@@ -4,14 +4,17 @@
 #   docker build --build-arg STYLIZE_IMAGE=$IMAGE -t $IMAGE .
 # (or: gcloud builds submit --config deploy/cloudbuild.yaml
 #        --substitutions _IMAGE=$IMAGE)
-# Keep the Beam version equal to the apache-beam pinned in pyproject.toml.
-ARG BEAM_VERSION=2.77.0
+# Any Beam release in pyproject.toml's range; the SDK image and the installed
+# apache-beam are the same release (the workers' Beam must match the
+# launcher's).
+ARG BEAM_VERSION=2.78.0
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:latest AS launcher
 FROM apache/beam_python3.11_sdk:${BEAM_VERSION}
 
 COPY --from=launcher /opt/google/dataflow/python_template_launcher \
      /opt/google/dataflow/python_template_launcher
 
+ARG BEAM_VERSION
 WORKDIR /template
 # pyproject.toml declares the package; setup.py is the shim Flex Templates
 # and --setup_file name.
@@ -22,7 +25,7 @@ COPY transforms transforms
 # stylize-train's feature-extraction DoFns run on the same workers.
 COPY training training
 COPY configs configs
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir . "apache-beam[gcp]==${BEAM_VERSION}" \
  && python -c "import tensorflow, tensorflow_hub, tf_keras, ai_edge_litert, openvino, beam_jobs.stylize, beam_jobs.train" \
  && python -c "from transforms.models import embedded; embedded.resolve('magenta-lite')"
 

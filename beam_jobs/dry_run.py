@@ -78,7 +78,7 @@ def _plan(job: JobConfig, result_path: str) -> Dict:
   with beam.Pipeline(runner=runners.make_runner(local), options=local) as p:
     listed, ignored = p | 'ListInputs' >> ListInputs(
         job.input_specs, job.input_lists, job.layout)
-    todo, skipped, failed, _ = listed | 'SkipDone' >> SkipDone(
+    todo, skipped, failed, _, _ = listed | 'SkipDone' >> SkipDone(
         job.layout, job.styles, job.job_key, job.failure_key,
         rows.row_info(job.model, job.row_params, job.run_id),
         job.settings.force, retry_failed=job.settings.retry_failed,

@@ -16,8 +16,7 @@ import typing
 from typing import Iterable, List, Optional, Sequence, Set
 
 from apache_beam.options.pipeline_options import (PipelineOptions,
-                                                  TestOptions,
-                                                  _BeamArgumentParser)
+                                                  TestOptions)
 
 from beam_jobs import settings
 from beam_jobs.errors import ConfigError
@@ -150,11 +149,24 @@ def _option_classes() -> List[type]:
   return found
 
 
+class _OptionsParser(argparse.ArgumentParser):
+  """A parser PipelineOptions classes can declare their flags on.
+
+  Each class declares its flags in _add_argparse_args(parser), the hook
+  Beam documents for PipelineOptions subclasses; Beam's own classes also
+  call parser.add_value_provider_argument (for template parameters), which
+  here is a plain flag: only names and value types are checked.
+  """
+
+  def add_value_provider_argument(self, *args, **kwargs):
+    return self.add_argument(*args, **kwargs)
+
+
 def _names(cls_list: Iterable[type]) -> Set[str]:
   """Flag names (without '--') and dests the classes declare."""
   names = set()
   for cls in cls_list:
-    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
+    parser = _OptionsParser(allow_abbrev=False, add_help=False)
     cls._add_argparse_args(parser)  # pylint: disable=protected-access
     for action in parser._actions:  # pylint: disable=protected-access
       names.add(action.dest)
@@ -203,15 +215,18 @@ def unknown_flag_message(token: str, own: Iterable[str], beam: Iterable[str],
             f'(--name value or --name=value); see {prog} --help.')
   name = token.split('=', 1)[0]
   near = nearest_flag(name, own, beam)
-  hint = f'; did you mean --{near}?' if near else ''
-  if near and near == name.lstrip('-').replace('-', '_').lower():
-    hint += ' (flag names use underscores)'
-  return (f'unknown flag {name}{hint}. See {prog} --help for the job\'s '
+  if not near:
+    hint = '.'
+  elif near == name.lstrip('-').replace('-', '_').lower():
+    hint = f'; did you mean --{near}? (flag names use underscores)'
+  else:
+    hint = f'; did you mean --{near}?'
+  return (f'unknown flag {name}{hint} See {prog} --help for the job\'s '
           'flags; Beam\'s own flags (--runner, --project, ...) pass through.')
 
 
-class _StrictParser(_BeamArgumentParser):
-  """Beam's parser, raising ConfigError instead of exiting."""
+class _StrictParser(_OptionsParser):
+  """Every option class's flags, raising ConfigError instead of exiting."""
 
   def error(self, message):
     if message.startswith('ambiguous option: '):  # As Beam's parser does.

@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from transforms.native_logs import quiet_start
+
 
 def resolved_path(handle: str) -> str:
   """Where the model's files are on this machine."""
@@ -28,12 +30,15 @@ def resolved_path(handle: str) -> str:
 
 
 def inspect(handle: str, size: int = 384, threads: int = 0,
-            sha256: Optional[str] = None) -> dict:
-  """Loads handle through the pipeline's adapters; kind, tensors, timings."""
+            sha256: Optional[str] = None, engine: str = 'auto',
+            precision: str = 'auto') -> dict:
+  """Loads handle through the pipeline's adapters, on the engine the job
+  would run it on; kind, tensors, engine, timings."""
   from transforms.models.base import StyleParams
   from transforms.models.loader import describe_model, load_stylizer
   start = time.perf_counter()
-  stylizer = load_stylizer(handle, threads=threads, expected_sha256=sha256)
+  stylizer = load_stylizer(handle, threads=threads, expected_sha256=sha256,
+                           engine=engine, precision=precision)
   load_s = time.perf_counter() - start
   rng = np.random.default_rng(0)
   style = stylizer.prepare_style(rng.random((256, 256, 3), dtype=np.float32))
@@ -57,10 +62,10 @@ PROG = 'stylize-inspect'
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  # See beam_jobs/stylize.py main() and transforms/native_logs.py.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  quiet_start()  # transforms/native_logs.py
   parser = argparse.ArgumentParser(
       prog=PROG, allow_abbrev=False,
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
       description='Load a model the way the pipeline does and describe it.')
   parser.add_argument('handle', metavar='HANDLE',
                       help='magenta-lite, builtin, a SavedModel folder or '
@@ -69,15 +74,21 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument('--size', type=int, default=384,
                       help='side of the test image for the timed call')
   parser.add_argument('--tf_threads', type=int, default=0)
-  parser.add_argument('--model_sha256', default=None)
+  parser.add_argument('--model_sha256', default=None,
+                      help='expected SHA-256 of the model, as stylize takes')
+  parser.add_argument('--engine', default='auto',
+                      choices=('auto', 'openvino', 'tf'),
+                      help='as stylize --engine')
+  parser.add_argument('--precision', default='auto',
+                      choices=('auto', 'bf16', 'f32'),
+                      help='as stylize --precision')
   parser.add_argument('--json', action='store_true', help='print JSON only')
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   from transforms.models.base import ModelLoadError
-  from transforms.storage import use_anonymous_gcs_for_emulator
-  use_anonymous_gcs_for_emulator()
   try:
-    info = inspect(args.handle, args.size, args.tf_threads, args.model_sha256)
+    info = inspect(args.handle, args.size, args.tf_threads, args.model_sha256,
+                   args.engine, args.precision)
   except ModelLoadError as e:
     # The messages are shared with stylize, where the handle is --model.
     message = str(e).replace('--model ', 'HANDLE ').replace('--model:',

@@ -211,10 +211,10 @@ def model_kind(source: str, sha256: Optional[str], light: bool) -> str:
 
 def try_model(handle: str, style: np.ndarray, tf_threads: int,
               sha256: Optional[str] = None, engine: str = 'auto',
-              precision: str = 'auto') -> str:
+              precision: str = 'auto') -> Tuple[str, str]:
   """Loads the model once, on the engine it will run on, and runs one tiny
   call, so a bad handle fails now; returns how it applies strength
-  (models.base.STRENGTH_*)."""
+  (models.base.STRENGTH_*) and what runs it ('openvino bf16')."""
   from transforms.models.base import ModelLoadError
   from transforms.models.loader import load_stylizer
   from transforms.stylize import configure_tf_threads
@@ -225,7 +225,8 @@ def try_model(handle: str, style: np.ndarray, tf_threads: int,
                              expected_sha256=sha256, engine=engine,
                              precision=precision)
     try_stylizer(stylizer, stylizer.prepare_style(style), handle)
-    return stylizer.strength_mode()
+    return (stylizer.strength_mode(),
+            f'{stylizer.engine} {stylizer.precision}')
   except ModelLoadError as e:
     message = str(e)
     raise ConfigError(message if message.startswith('--') else
@@ -244,3 +245,42 @@ def engine_check(engine: str, precision: str) -> None:
     capabilities.resolve(engine, precision)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+
+
+def naming_rule_note(output: str, style_args: Sequence[str],
+                     styles: Sequence[StyleRef]) -> str:
+  """A note for the first run under a new naming rule on an output folder
+  that earlier versions wrote (README "The layout rule"), or ''.
+
+  The job writes the rule it named outputs by ({output}/.stylize/
+  naming-rule) at the end of every run, so the note is given once. Outputs
+  whose names change are written under their new names and the old files
+  are left in place (they are then counted as orphaned in summary.json);
+  style folders whose names change are named here.
+  """
+  from transforms.layout import NAMING_RULE, naming_rule_uri
+  from transforms.styles import parse_styles
+  try:
+    if exists_literally(naming_rule_uri(output)) == 'file':
+      with FileSystems.open(naming_rule_uri(output)) as f:
+        if int(f.read().decode().strip() or 0) >= NAMING_RULE:
+          return ''
+    if exists_literally(paths.join(output, DONE_DIR)) != 'folder':
+      return ''  # A new output folder: nothing named by an earlier rule.
+    moved = []
+    if style_args:
+      for old, new in zip(parse_styles(style_args, rule=1), styles):
+        if old.label != new.label and exists_literally(
+            paths.join(output, old.label)) == 'folder':
+          moved.append(f"'{old.label}' -> '{new.label}'")
+  except Exception:  # pylint: disable=broad-except
+    return ''  # Only a note: never a reason to stop.
+  note = (f'output names now follow naming rule {NAMING_RULE} (README "The '
+          'layout rule": readable names; only characters unsafe on file '
+          'systems or object stores are escaped). Outputs of earlier runs '
+          'whose names change are made again under their new names; the old '
+          'files are left in place (summary.json counts them as '
+          'orphaned_outputs).')
+  if moved:
+    note += ' Style folders renamed: ' + ', '.join(moved) + '.'
+  return note

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import time
 import uuid
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import (PipelineOptions,
                                                   WorkerOptions)
@@ -77,6 +77,8 @@ class JobConfig:
   router_id: Optional[str] = None
   router_fingerprint: Optional[str] = None
   routes: Dict[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  #: Said once, on the first run under a new naming rule (launch_checks).
+  naming_note: str = ''
 
   @property
   def output(self) -> str:
@@ -111,7 +113,8 @@ def new_run_id() -> str:
 
 
 def validate(options: PipelineOptions, check_model: bool = True,
-             probe_output: bool = True) -> JobConfig:
+             probe_output: bool = True,
+             status: Optional[Callable[[str], None]] = None) -> JobConfig:
   """Checks every setting before any work; returns the resolved JobConfig.
 
   Order: the pure rules (no I/O), then inputs, styles, the output folder and
@@ -120,6 +123,8 @@ def validate(options: PipelineOptions, check_model: bool = True,
   exists and has the --model_sha256 digest. The content fingerprints of the
   model, the styles and the router are taken here, once per run. Nothing
   is created on the way.
+
+  status: prints a phase line (the model's load can take seconds).
 
   Raises:
     ConfigError: the first problem found, with what to do about it.
@@ -177,8 +182,14 @@ def validate(options: PipelineOptions, check_model: bool = True,
     if local:
       launch_checks.engine_check(o.engine, o.precision)
     if check_model and local and not dry:
-      strength_mode = launch_checks.try_model(
+      if status:
+        status(f'loading model {model} ...')
+      start = time.perf_counter()
+      strength_mode, made_with = launch_checks.try_model(
           source, style_pixels[0], tf_threads, sha256, o.engine, o.precision)
+      if status:
+        status(f'loading model {model} ... {time.perf_counter() - start:.1f} '
+               f's ({made_with})')
       if routing:
         routing_checks.check_router(routing['route_model'], tf_threads)
 
@@ -209,4 +220,7 @@ def validate(options: PipelineOptions, check_model: bool = True,
       route_model=routing['route_model'] if routing else None,
       router_id=routing['router_id'] if routing else None,
       router_fingerprint=routing['fingerprint'] if routing else None,
-      routes=routing['routes'] if routing else {})
+      routes=routing['routes'] if routing else {},
+      naming_note=launch_checks.naming_rule_note(
+          output, [] if routing else (o.style or []),
+          [] if routing else styles))

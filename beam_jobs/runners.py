@@ -89,40 +89,19 @@ def default_io_threads(options: PipelineOptions,
   return None if is_local(options) else REMOTE_IO_THREADS
 
 
-def worker_options(options: PipelineOptions) -> dict:
-  """The options local worker processes get: Beam's that differ from their
-  defaults.
-
-  Workers parse them before they import this package, so the job's own
-  flags would be logged as 'Discarding unparseable args: [...]' by every
-  worker process; they need none of them (the JobConfig travels inside the
-  pickled transforms). Defaults are left out because Beam turns a default
-  True of a flag declared as --no_x into '--x', which no parser knows (the
-  same warning, for --pipeline_type_check and others).
-  """
-  from beam_jobs.flags import job_flag_names
-  own = job_flag_names()
-  return {k: v for k, v in options.get_all_options(drop_default=True).items()
-          if k not in own}
+# Beam's in-process runner, by the name Beam knows it by
+# (StandardOptions.ALL_KNOWN_RUNNERS).
+FN_API_RUNNER = 'FnApiRunner'
 
 
 def make_runner(options: PipelineOptions):
-  """The runner object for a local run (None: let Beam pick by name).
-
-  Mirrors what DirectRunner does when it chooses the FnApiRunner (the
-  pipeline options are handed to worker processes through the provision
-  info), without its Prism attempt. Reaches into Beam's portability
-  package; setup.py pins apache-beam to the tested minor version.
-  """
+  """The runner for a run: Beam's in-process FnApiRunner for local runs
+  (its public name), rather than DirectRunner, which first tries Prism (a
+  binary it downloads when online, so online and offline runs would
+  differ); None (Beam picks by --runner) for the others."""
   if short_name(runner_name(options)) not in ('direct', 'fnapi'):
     return None  # Remote, or a local runner the user chose by name.
-  from apache_beam.portability.api import beam_provision_api_pb2
-  from apache_beam.runners.portability.fn_api_runner import fn_runner
-  from apache_beam.runners.portability.portable_runner import JobServiceHandle
-  encoded = JobServiceHandle.encode_pipeline_options(
-      worker_options(options))
-  return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-      beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+  return FN_API_RUNNER
 
 
 # glibc mallopt parameters (malloc.h).
@@ -159,30 +138,19 @@ class JobFailedError(RuntimeError):
 
 
 # The last line of a worker traceback that names one of this package's
-# errors, e.g. 'transforms.models.base.ModelLoadError: --model ... failed'.
+# errors, e.g. 'transforms.models.base.ModelLoadError: --model ... failed'
+# (the local runner's and Dataflow's failures carry the traceback).
 _OWN_ERROR = re.compile(
     r'^(?:transforms|beam_jobs)\.[\w.]*?(\w+(?:Error|Exception)): (.+)$',
     re.MULTILINE)
 
 
-def _job_messages(result) -> List[str]:
-  # PortableRunner keeps the job service's messages on the result, but only
-  # in a private list, and its own exception names the last ERROR message,
-  # which is often the generic 'Error running pipeline.' that follows the
-  # worker's traceback: the traceback has the reason a user can act on.
-  messages = getattr(result, '_messages', None) or []
-  texts = []
-  for message in messages:
-    try:
-      if message.HasField('message_response'):
-        texts.append(message.message_response.message_text)
-    except Exception:  # pylint: disable=broad-except
-      continue
-  return texts
-
-
-def wait_for(result) -> None:
+def wait_for(result, errors_folder: Optional[str] = None) -> None:
   """result.wait_until_finish(), but a failure names the workers' reason.
+
+  errors_folder: where the job's workers note the errors they raise
+  (transforms/worker_errors.py): a runner's own message is often generic
+  (a portable job service's last one is 'Error running pipeline.').
 
   Raises:
     JobFailedError: the job failed and a worker raised one of this
@@ -192,7 +160,9 @@ def wait_for(result) -> None:
   try:
     result.wait_until_finish()
   except Exception as error:  # pylint: disable=broad-except
-    reason = worker_reason([str(error)] + _job_messages(result))
+    from transforms.worker_errors import read_and_remove
+    notes = read_and_remove(errors_folder) if errors_folder else []
+    reason = worker_reason([str(error)]) or (notes[-1] if notes else None)
     if reason:
       raise JobFailedError(reason) from error
     raise

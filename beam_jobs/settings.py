@@ -264,8 +264,11 @@ class JobSettings(BaseModel):
       '(exit code included). Local runs always wait.')
   quiet: bool = setting(
       False, group=RUN, identity=Identity.NONE,
-      help='No live progress line; periodic log lines instead (also when '
-      'stderr is not a terminal).')
+      help='No live progress bar; a progress line every --progress_every '
+      'seconds instead (also when stderr is not a terminal).')
+  progress_every: float = setting(
+      30.0, gt=0, group=RUN, identity=Identity.NONE, metavar='S',
+      help='Seconds between progress lines when there is no live bar.')
 
   # -- rules between settings (bounds of one setting are declared above) --
 
@@ -407,6 +410,8 @@ def _bound_message(flag: str, name: str, value: Any) -> str:
     return f'{flag} must be between {low} and {high}, got {value}.'
   if low is not None:
     return f'{flag} must be at least {low}, got {value}.'
+  if bounds.get('gt') is not None:
+    return f'{flag} must be more than {bounds["gt"]}, got {value}.'
   return f'{flag} must be at most {high}, got {value}.'
 
 

@@ -8,7 +8,7 @@ import socket
 import sys
 import tempfile
 import time
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -20,22 +20,24 @@ from beam_jobs.errors import ConfigError
 from beam_jobs.flags import (PROG, StylizeOptions, check_flags, help_parser,
                              is_dry_run, wants_help)
 from beam_jobs.options import JobConfig, validate
-from beam_jobs.waves import run_waves, wave_count
+from beam_jobs.waves import expected_pairs, run_waves, wave_count
 from transforms import rows
 from transforms.decode import ReadAndDecode
 from transforms.encode import EncodeAndWrite
 from transforms.incremental import (RecordFailures, RemoveStaleTemporary,
                                     SkipDone)
 from transforms.inputs import ListInputs
-from transforms.layout import SUMMARY_NAME
+from transforms.layout import NAMING_RULE, SUMMARY_NAME
 from transforms.lease import (SUBMITTED_EXPIRY_S, Lease, LeaseHeld,
                               WorkerLease, held_message, release_at_end)
 from transforms.manifest import InputSetFn, WriteManifest, enforce_verdict
-from transforms.progress import ProgressMonitor, RecordProgress
+from transforms.native_logs import quiet_start
+from transforms.progress import (ProgressMonitor, RecordProgress,
+                                 record_expected)
 from transforms.records import describe_error
 from transforms.report import WriteReport
 from transforms.routing import RouteImages
-from transforms.storage import use_anonymous_gcs_for_emulator
+from transforms.storage import remove_own_temporary_at_exit
 from transforms.stylize import Stylize
 
 logger = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   _ = p | 'RemoveStaleTemporary' >> RemoveStaleTemporary(layout)
   # The planning join merges aliases, skips done pairs and spreads the work
   # over the workers by key, before any pixels are read.
-  todo, skipped, unusable, pairs = listed | 'SkipDone' >> SkipDone(
+  todo, skipped, unusable, pairs, orphans = listed | 'SkipDone' >> SkipDone(
       layout, job.styles, job.job_key, job.failure_key, row_info, o.force,
       job.wave, o.retry_failed, job.io_threads)
   # The progress total: rows each input must give, known when work starts.
@@ -68,7 +70,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   stylized, stylize_failed = decoded | 'Stylize' >> Stylize(
       job.model_source, job.styles, o.style_size, o.batch_size,
       job.tf_threads, job.style_params, o.model_sha256,
-      job.model_fingerprint, o.engine, o.precision)
+      job.model_fingerprint, o.engine, o.precision, layout.errors_dir())
   # Every worker process that writes checks the run holds the lease on
   # --output; on remote runners the workers also keep its heartbeat.
   lease = WorkerLease(job.run_id, heartbeat=job.fail_job_on_verdict,
@@ -109,16 +111,19 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
       'max_size': job.max_size,
       'params': job.row_params,
       'engine': {'engine': o.engine, 'precision': o.precision},
+      'naming_rule': NAMING_RULE,
       'started_at': job.started_at,
       'max_failure_ratio': o.max_failure_ratio,
   }
+  if job.naming_note:
+    info['naming_rule_note'] = job.naming_note
   if job.route_model:
     info['routing'] = {'route_model': job.route_model,
                        'router_id': job.router_id,
                        'router_fingerprint': job.router_fingerprint,
                        'routes': {c: list(s) for c, s in job.routes.items()}}
   manifest_inputs = (ok_rows, failures, other_rows, ignored, pairs,
-                     row_deltas)
+                     row_deltas, orphans)
   if job.wave is not None:
     # Each wave lists every input: a later wave that sees another set than
     # the first makes the run incomplete (transforms/manifest.py).
@@ -162,16 +167,15 @@ def _route(decoded, job: JobConfig, row_info):
     return decoded, (), (), ()
   routed, skipped, failed, deltas = decoded | 'Route' >> RouteImages(
       job.route_model, job.router_id, job.routes, job.settings.batch_size,
-      row_info, job.tf_threads, job.progress_dir, job.router_fingerprint)
+      row_info, job.tf_threads, job.progress_dir, job.router_fingerprint,
+      job.layout.errors_dir())
   return routed, (skipped,), (('Route', failed),), (deltas,)
 
 
 def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
   """Options from argv (and --config); also set for Beam FileSystems.
 
-  -h/--help prints the job's flags and exits (SystemExit 0). With
-  STORAGE_EMULATOR_HOST set (a GCS emulator), GCS is used anonymously at
-  once (see transforms.storage.use_anonymous_gcs_for_emulator).
+  -h/--help prints the job's flags and exits (SystemExit 0).
 
   Raises:
     ConfigError: an unknown flag or --config key (naming the nearest real
@@ -186,7 +190,6 @@ def parse(argv: Optional[Sequence[str]]) -> PipelineOptions:
   argv = with_local_defaults(argv)
   options = PipelineOptions(argv)
   FileSystems.set_options(options)
-  use_anonymous_gcs_for_emulator()
   return options
 
 
@@ -234,7 +237,9 @@ def run(argv: Optional[Sequence[str]] = None,
         test_pipeline: Optional[beam.Pipeline] = None,
         check_model: bool = True,
         progress_dir: Optional[str] = None,
-        wait: Optional[bool] = None):
+        wait: Optional[bool] = None,
+        status: Optional[Callable[[str], None]] = None,
+        launched_at: Optional[float] = None):
   """Parses, validates, builds and runs the job; returns the PipelineResult.
 
   Local runs wait for the job; remote runs submit it and return, unless
@@ -250,14 +255,19 @@ def run(argv: Optional[Sequence[str]] = None,
     progress_dir: local folder for live progress events (see
       transforms.progress); None records Beam counters only.
     wait: override --wait.
+    status: prints a phase line (e.g. while the model loads).
+    launched_at: when the command started (the run's elapsed time counts
+      from it); now when None.
 
   Raises:
     ConfigError: a configuration mistake, before any work.
   """
+  launched_at = launched_at or time.time()
   options = parse(argv)
   check_lease_first(options)
-  job = validate(options, check_model=check_model)
+  job = validate(options, check_model=check_model, status=status)
   job.progress_dir = progress_dir
+  job.started_at = launched_at
   local = runners.is_local(options)
   if local:
     runners.tune_malloc()
@@ -281,7 +291,13 @@ def run(argv: Optional[Sequence[str]] = None,
 
   submitted = False
   try:
-    waves = 1 if test_pipeline is not None else wave_count(job)
+    waves = 1
+    if local:
+      # The launcher's count: the progress total from the start, and waves.
+      pairs = expected_pairs(job)
+      record_expected(progress_dir, pairs)
+      if test_pipeline is None:
+        waves = wave_count(job, pairs)
     if waves > 1:
       # Local runs only (job.wave_pairs is 0 on other runners), which wait.
       logger.info('%s: %d waves of about %d (input, style) pairs',
@@ -289,7 +305,7 @@ def run(argv: Optional[Sequence[str]] = None,
 
       def launch_and_wait(wave_job: JobConfig):
         wave_result = launch(wave_job)
-        runners.wait_for(wave_result)
+        runners.wait_for(wave_result, job.layout.errors_dir())
         return wave_result
 
       result = run_waves(job, waves, launch_and_wait)
@@ -300,7 +316,11 @@ def run(argv: Optional[Sequence[str]] = None,
     result.template = template
     result.waited = waited
     if waited:
-      runners.wait_for(result)
+      runners.wait_for(result, job.layout.errors_dir())
+  except BaseException as error:
+    if isinstance(error, KeyboardInterrupt) or interrupted(error):
+      remove_own_temporary_at_exit(job.layout)
+    raise
   finally:
     if lease is not None and (waited or not submitted):
       # A remote job's last step releases its lease itself.
@@ -399,6 +419,12 @@ def format_summary(summary: dict, elapsed_s: Optional[float] = None) -> str:
   for reason in summary.get('top_failure_reasons', [])[:5]:
     lines.append(f"  failed x{reason['count']}: {reason['reason']}")
   lines += _failed_lines(summary)
+  orphans = summary.get('orphaned_outputs', 0)
+  if orphans:
+    lines.append(f'  outputs of files that are no inputs any more: {orphans} '
+                 '(left in place; the first in summary.json)')
+  if summary.get('naming_rule_note'):
+    lines.append(f"  note: {summary['naming_rule_note']}")
   return '\n'.join(lines)
 
 
@@ -453,10 +479,35 @@ def _job_failed(output: Optional[str], error: BaseException,
   return 1
 
 
-def _drop_known_worker_noise(record: logging.LogRecord) -> bool:
-  """Local worker processes warn that no main session was saved: by design
-  (the package is imported instead; see with_local_defaults)."""
-  return 'No semi_persistent_directory found' not in record.getMessage()
+def interrupted(error: BaseException) -> bool:
+  """Ctrl-C, as it reaches the launcher: a KeyboardInterrupt, or wrapped by
+  Beam's runner into another error that names it."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    first_line = (str(error).splitlines() or [''])[0]
+    if isinstance(error, KeyboardInterrupt) or 'KeyboardInterrupt' in (
+        first_line):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _interrupted(done: int) -> int:
+  """One line and exit code 130 (as a shell reports SIGINT). The run's
+  lease was released and its temporary files are removed when the process
+  ends (run(), storage.remove_own_temporary_at_exit); outputs are written
+  whole, so a rerun skips what is done."""
+  print(f'{PROG}: interrupted; {done} pairs done, rerun to continue.',
+        file=sys.stderr)
+  return 130
+
+
+def _drop_interruption(record: logging.LogRecord) -> bool:
+  """Ctrl-C as Beam's runner logs it (the traceback of the DoFn it stopped
+  in): the launcher says it in one line instead (_interrupted)."""
+  error = record.exc_info[1] if record.exc_info else None
+  return not (error is not None and interrupted(error))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -465,19 +516,21 @@ def main(argv: Optional[List[str]] = None) -> int:
   # through transforms/native_logs.py, which also drops absl's start-up
   # noise; errors still show and surface as Python exceptions. Set before TF
   # is imported, so worker processes inherit it.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  quiet_start()
   logging.basicConfig(level=logging.WARNING,
                       format='%(levelname)s %(name)s: %(message)s')
   logging.getLogger('beam_jobs').setLevel(logging.INFO)
-  job_service = logging.getLogger(
-      'apache_beam.runners.portability.local_job_service')
-  if _drop_known_worker_noise not in job_service.filters:
-    job_service.addFilter(_drop_known_worker_noise)
+  # Progress and phase lines where there is no live bar (--quiet, logs).
+  logging.getLogger('transforms.progress').setLevel(logging.INFO)
+  for handler in logging.getLogger().handlers:
+    if _drop_interruption not in handler.filters:
+      handler.addFilter(_drop_interruption)
   argv = list(sys.argv[1:] if argv is None else argv)
   if wants_help(argv):
     help_parser().print_help()
     return 0
   output = None
+  done = 0
   launched_at = time.time()
   try:
     options = parse(argv)
@@ -487,24 +540,33 @@ def main(argv: Optional[List[str]] = None) -> int:
       job = validate(options, check_model=False, probe_output=False)
       print(format_plan(dry_run(job, options), job))
       return 0
-    quiet = options.view_as(StylizeOptions).quiet
+    o = options.view_as(StylizeOptions)
+    local = runners.is_local(options)
     progress_dir = (tempfile.mkdtemp(prefix='stylize-progress-')
-                    if runners.is_local(options) else None)
+                    if local else None)
+    monitor = ProgressMonitor(progress_dir, quiet=o.quiet,
+                              log_every=o.progress_every) if local else None
     try:
-      if progress_dir:
-        with ProgressMonitor(progress_dir, quiet=quiet):
-          result = run(argv, progress_dir=progress_dir)
+      if monitor is not None:
+        with monitor:
+          result = run(argv, progress_dir=progress_dir, status=monitor.say,
+                       launched_at=launched_at)
       else:
-        result = run(argv)
+        result = run(argv, launched_at=launched_at)
     finally:
       if progress_dir:
+        done = monitor.done() if monitor is not None else 0
         shutil.rmtree(progress_dir, ignore_errors=True)
   except ConfigError as e:
     print(f'{PROG}: error: {e}', file=sys.stderr)
     return 2
   except Exception as e:  # pylint: disable=broad-except
+    if interrupted(e):
+      return _interrupted(done)
     logger.debug('The job failed', exc_info=True)
     return _job_failed(output and result_output(output), e, launched_at)
+  except KeyboardInterrupt:
+    return _interrupted(done)
   if result.template:
     print(f'stylize: template written to {result.template}')
     return 0

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
   from transforms.models.features import DEFAULT_FEATURE_MODEL
   parser = argparse.ArgumentParser(
       prog=PROG, allow_abbrev=False,
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
       description='Train a router (image classifier) on labelled '
       'folders with a TF Hub feature model. Beam flags (--runner, ...) pass '
       'through to the feature-extraction job.')
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help='Most epochs for the classifier head (cheap: it '
                       'trains on precomputed features); early stopping '
                       'usually ends sooner.')
-  parser.add_argument('--batch_size', type=int, default=32)
+  parser.add_argument('--batch_size', type=int, default=32,
+                      help='Images per training step.')
   parser.add_argument('--learning_rate', type=float, default=1e-3,
                       help='Adam learning rate for the classifier head.')
   parser.add_argument('--fine_tune', nargs='?', const=True, default=False,
@@ -67,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--patience', type=int, default=5,
                       help='Epochs without a better validation loss before '
                       'training stops; the best epoch\'s weights are kept.')
-  parser.add_argument('--dropout', type=float, default=0.2)
+  parser.add_argument('--dropout', type=float, default=0.2,
+                      help='Dropout before the classifier layer.')
   parser.add_argument('--seed', type=int, default=0,
                       help='Seeds the split and the weight initialisation.')
   parser.add_argument('--tfhub_mirror', default=None,
@@ -176,6 +179,12 @@ def validate(args: argparse.Namespace) -> TrainConfig:
     raise ConfigError(f'--output {args.output!r} is inside --data '
                       f'{args.data!r}: it would become a class. Write the '
                       'router elsewhere.')
+  from transforms.storage import exists_literally
+  kind = exists_literally(data)
+  if kind != 'folder':
+    raise ConfigError(f'--data {args.data!r} ' + (
+        'is a file; give the folder holding one subfolder per class.'
+        if kind == 'file' else 'does not exist.'))
   listing = labelled.list_labelled(data)
   if not listing.classes:
     raise ConfigError(f'--data {args.data!r} has no images in class '
@@ -436,18 +445,17 @@ def run(argv: Optional[Sequence[str]] = None,
   Raises:
     ConfigError: a configuration mistake, before any work.
   """
-  from transforms.storage import use_anonymous_gcs_for_emulator
   argv = list(sys.argv[1:] if argv is None else argv)
   args, beam_argv = split_args(argv)
   from apache_beam.io.filesystems import FileSystems
   FileSystems.set_options(PipelineOptions(beam_argv))
-  use_anonymous_gcs_for_emulator()
   cfg = validate(args)
   return train(cfg, beam_argv, out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from transforms.native_logs import quiet_start
+  quiet_start()
   logging.basicConfig(level=logging.WARNING,
                       format='%(levelname)s %(name)s: %(message)s')
   try:

@@ -14,16 +14,17 @@ from transforms.waves import Wave
 logger = logging.getLogger(__name__)
 
 
-def wave_count(job: JobConfig) -> int:
-  """1, or enough waves of at most --wave_pairs (input, style) pairs.
+def expected_pairs(job: JobConfig) -> int:
+  """The run's (input, style) pairs as the launcher counts them: a
+  streamed listing on this machine (local runs: their workers list the same
+  files); aliases count each time, so it errs upwards."""
+  return count_inputs(job.input_specs, job.input_lists) * len(job.styles)
 
-  The inputs are counted by a streamed listing on this machine (only local
-  runs use waves, and their workers list the same files); aliases count
-  each time, so the estimate errs towards more waves.
-  """
+
+def wave_count(job: JobConfig, pairs: int) -> int:
+  """1, or enough waves of at most --wave_pairs of the pairs."""
   if not job.wave_pairs:
     return 1
-  pairs = count_inputs(job.input_specs, job.input_lists) * len(job.styles)
   return max(1, math.ceil(pairs / job.wave_pairs))
 
 

@@ -14,6 +14,14 @@ logger = logging.getLogger(__name__)
 CAMERA_SIZE = (4000, 3000)
 
 
+def cache_folder(name: str) -> str:
+  """Where a benchmark keeps the data it makes between runs: the job's
+  cache ($STYLIZE_CACHE_DIR, else ~/.cache/stylize), never the shared
+  temporary folder, which a benchmark leaves as it found it."""
+  from transforms.models.builtin import cache_dir
+  return os.path.join(cache_dir(), 'bench-data', name)
+
+
 def _camera_jpeg(src: Image.Image, index: int) -> bytes:
   """A 12 MP JPEG with sensor-like noise and EXIF, from a small photo."""
   rng = np.random.default_rng(index)

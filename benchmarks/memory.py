@@ -17,11 +17,14 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
 from typing import Dict
 
 import numpy as np
 from PIL import Image
+
+from benchmarks.data import cache_folder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -136,8 +139,7 @@ def main(argv=None) -> int:
                       help='another source tree to measure the same way')
   parser.add_argument('--style', default=os.path.join(ROOT, 'samples', 'style',
                                                       'waves.jpg'))
-  parser.add_argument('--data_dir', default=os.path.join(
-      tempfile.gettempdir(), 'stylize-bench-memory'))
+  parser.add_argument('--data_dir', default=cache_folder('memory'))
   parser.add_argument('--results', default=os.path.join(HERE, 'results'))
   parser.add_argument('--huge', action='store_true',
                       help='also a 100 MP photo (the --max_input_pixels limit)')
@@ -149,10 +151,13 @@ def main(argv=None) -> int:
   roots = {'this': ROOT}
   if args.baseline:
     roots['baseline'] = os.path.abspath(args.baseline)
-  for label, root in roots.items():
-    results['peak_rss'][label] = measure(root, args.data_dir, args.style, work,
-                                         args.huge)
-    print(label, json.dumps(results['peak_rss'][label], indent=2))
+  try:
+    for label, root in roots.items():
+      results['peak_rss'][label] = measure(root, args.data_dir, args.style,
+                                           work, args.huge)
+      print(label, json.dumps(results['peak_rss'][label], indent=2))
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
   os.makedirs(args.results, exist_ok=True)
   stamp = datetime.datetime.now().strftime('%Y%m%dT%H%M%S')
   path = os.path.join(args.results, f'memory-{stamp}.json')

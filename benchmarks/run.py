@@ -27,7 +27,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from benchmarks.data import dataset_key, make_dataset
+from benchmarks.data import cache_folder, dataset_key, make_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -298,12 +298,12 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-  import tensorflow as tf
+  from transforms.native_logs import import_tensorflow, quiet_start
+  quiet_start()
+  tf = import_tensorflow()  # Without TF's start-up noise.
   import tensorflow_hub as hub
-  data_dir = args.data_dir or os.path.join(
-      tempfile.gettempdir(), f'stylize-bench-{dataset_key(args.content)}')
+  data_dir = args.data_dir or cache_folder(
+      f'camera-{dataset_key(args.content)}')
   logger.info('Making %d camera-like JPEGs in %s', max(args.n), data_dir)
   all_files = make_dataset(args.content, data_dir, max(args.n))
   if args.decode_only:

@@ -31,6 +31,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
+from benchmarks.data import cache_folder
 from benchmarks.run import PeakRss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,8 +115,7 @@ def main(argv=None) -> int:
   parser.add_argument('--sizes', type=int, nargs='+', default=[5000, 50000])
   parser.add_argument('--repeats', type=int, default=1,
                       help='first-run + rerun pairs per size')
-  parser.add_argument('--data_dir', default=os.path.join(
-      tempfile.gettempdir(), 'stylize-bench'))
+  parser.add_argument('--data_dir', default=cache_folder('scale'))
   parser.add_argument('--extra', nargs=argparse.REMAINDER, default=[],
                       help='more job flags, e.g. --extra --io_threads 0')
   args = parser.parse_args(argv)

@@ -3,6 +3,9 @@
 import io
 import os
 import pathlib
+import shutil
+import stat
+import tempfile
 
 import numpy as np
 import pytest
@@ -13,6 +16,54 @@ SHARED = pathlib.Path(os.environ.get('STYLIZE_SHARED_DIR',
                                      ROOT.parent / 'shared')).resolve()
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+def _scratch_folder() -> str:
+  """The suite's own system temporary folder, {tmp}/stylize-tests-<uid>
+  (made 0700, refused if another user owns it or it is a link)."""
+  path = os.path.join(tempfile.gettempdir(), f'stylize-tests-{os.getuid()}')
+  os.makedirs(path, mode=0o700, exist_ok=True)
+  info = os.lstat(path)
+  if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+      or info.st_mode & 0o077):
+    return tempfile.mkdtemp(prefix='stylize-tests-')
+  return path
+
+
+def pytest_configure(config):
+  """Everything the suite, and the commands and processes it starts, put in
+  the system temporary folder goes to one folder of its own (TMPDIR), which
+  the session empties at its end: processes killed on purpose by the tests
+  leave their temporary files there, not in /tmp. pytest's own basetemp
+  (pytest-of-<user>, the last 3 sessions kept) lives there too. The
+  commands' own clean-up is tested with a fresh TMPDIR each
+  (test_first_run.py::test_commands_leave_nothing_in_the_temporary_folder)."""
+  if os.environ.get('STYLIZE_TEST_TMPDIR'):  # xdist workers: the controller's.
+    return
+  scratch = _scratch_folder()
+  os.environ['STYLIZE_TEST_TMPDIR'] = scratch
+  os.environ['TMPDIR'] = scratch
+  tempfile.tempdir = scratch
+  config.stash[_SCRATCH] = scratch
+
+
+_SCRATCH = pytest.StashKey[str]()
+
+
+def pytest_unconfigure(config):
+  scratch = config.stash.get(_SCRATCH, None)
+  if not scratch:
+    return
+  for name in os.listdir(scratch):
+    if not name.startswith('pytest-of-'):
+      path = os.path.join(scratch, name)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        try:
+          os.remove(path)
+        except OSError:
+          pass
 
 
 def shared_path(*parts) -> pathlib.Path:
@@ -75,9 +126,58 @@ def gradient(width: int, height: int, seed: int = 0) -> Image.Image:
   return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
 
 
+class _TokenEndpoint:
+  """An OAuth token endpoint on 127.0.0.1 that grants any request, and a
+  service-account key file naming it (token_uri): Google's client libraries
+  (and so Beam's GCS client, in this process and in the worker processes
+  it starts) find credentials at once through GOOGLE_APPLICATION_CREDENTIALS
+  and refresh them here. The emulator accepts any token."""
+
+  def __init__(self, folder: pathlib.Path):
+    import http.server
+    import json
+    import threading
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+
+      def do_POST(self):  # pylint: disable=invalid-name
+        self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        body = json.dumps({'access_token': 'test', 'expires_in': 3600,
+                           'token_type': 'Bearer'}).encode()
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+      def log_message(self, *args):  # Quiet.
+        pass
+
+    self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM,
+                            serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    self.key_file = folder / 'service-account.json'
+    self.key_file.write_text(json.dumps({
+        'type': 'service_account', 'project_id': 'test',
+        'private_key_id': 'test', 'private_key': pem,
+        'client_email': 'tests@test.iam.gserviceaccount.com',
+        'client_id': '1', 'token_uri':
+            f'http://127.0.0.1:{self.server.server_address[1]}/token'}))
+
+  def close(self):
+    self.server.shutdown()
+    self.server.server_close()
+
+
 @pytest.fixture(scope='session')
-def gcs_emulator():
-  """A real fake-gcs-server on 127.0.0.1, with STORAGE_EMULATOR_HOST set.
+def gcs_emulator(tmp_path_factory):
+  """A real fake-gcs-server on 127.0.0.1, with STORAGE_EMULATOR_HOST set,
+  and credentials that a local token endpoint grants (_TokenEndpoint).
 
   Yields a function making a fresh bucket and returning its gs:// root.
   """
@@ -100,12 +200,12 @@ def gcs_emulator():
   from tests import gcs_proxy
   proxy, proxy_url = gcs_proxy.start(os.environ['STORAGE_EMULATOR_HOST'])
   os.environ['STORAGE_EMULATOR_HOST'] = proxy_url
+  tokens = _TokenEndpoint(tmp_path_factory.mktemp('credentials'))
+  old_credentials = os.environ.get('GOOGLE_APPLICATION_CREDENTIALS')
+  os.environ['GOOGLE_APPLICATION_CREDENTIALS'] = str(tokens.key_file)
   from google.auth.credentials import AnonymousCredentials
   from google.cloud import storage
   client = storage.Client(credentials=AnonymousCredentials(), project='test')
-  from apache_beam.io.filesystems import FileSystems
-  from apache_beam.options.pipeline_options import PipelineOptions
-  FileSystems.set_options(PipelineOptions(['--no_auth']))
   counter = iter(range(10**6))
 
   def make_bucket() -> str:
@@ -114,6 +214,11 @@ def gcs_emulator():
     return f'gs://{name}'
 
   yield make_bucket
+  if old_credentials is None:
+    os.environ.pop('GOOGLE_APPLICATION_CREDENTIALS', None)
+  else:
+    os.environ['GOOGLE_APPLICATION_CREDENTIALS'] = old_credentials
+  tokens.close()
   proxy.shutdown()
   server.stop()
 

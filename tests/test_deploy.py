@@ -64,10 +64,13 @@ def test_tf_threads_per_runner_never_oversubscribe():
 
 def test_local_runs_use_the_in_process_runner_directly():
   """No DirectRunner detour through Prism (which downloads a binary when
-  online): the runner object is Beam's FnApiRunner."""
+  online): Beam's FnApiRunner, by its public name."""
+  import apache_beam as beam
   from apache_beam.runners.portability.fn_api_runner import fn_runner
   from beam_jobs.runners import make_runner
-  assert isinstance(make_runner(parse(['--input', 'x'])),
+  runner = make_runner(parse(['--input', 'x']))
+  assert runner == 'FnApiRunner'
+  assert isinstance(beam.Pipeline(runner=runner).runner,
                     fn_runner.FnApiRunner)
   assert make_runner(parse(['--runner=DataflowRunner'])) is None
 

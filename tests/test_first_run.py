@@ -5,6 +5,7 @@ which files were ignored, the README's venv)."""
 
 import json
 import os
+import re
 import pathlib
 import subprocess
 import sys
@@ -240,7 +241,15 @@ def test_console_script_terminal_is_clean(world):
       env={'STYLIZE_CACHE_DIR': str(world['tmp'] / 'cache')})
   assert done.returncode == 0, done.stderr
   assert 'ok 2   failed 0' in done.stdout
-  assert done.stderr == '', done.stderr
+  # Only the job's own phase lines (logged, as stderr is not a terminal).
+  assert done.stderr.splitlines() == [
+      'INFO transforms.progress: loading model builtin ...',
+      'INFO transforms.progress: loading model builtin ... '
+      f'{_seconds(done.stderr)} s (tf f32)'], done.stderr
+
+
+def _seconds(text):
+  return re.search(r'\.\.\. (\d+\.\d) s', text).group(1)
 
 
 def test_console_script_real_errors_still_surface(world):
@@ -250,8 +259,11 @@ def test_console_script_real_errors_still_surface(world):
   done = run_script([console_script('stylize'), *job_args(
       world, '--model', str(broken))], cwd=world['tmp'])
   assert done.returncode == 2
-  assert done.stderr.startswith('stylize: error: --model: could not load '
-                                f'model {str(broken)!r}'), done.stderr
+  lines = done.stderr.splitlines()
+  assert lines[0] == f'INFO transforms.progress: loading model {broken} ...'
+  assert lines[1].startswith('stylize: error: --model: could not load '
+                             f'model {str(broken)!r}'), done.stderr
+  assert '..' not in lines[1].replace(str(broken), ''), lines[1]
   assert not [n for n in NOISE if n in done.stderr], done.stderr
 
 
@@ -349,3 +361,41 @@ def test_a_failed_job_does_not_report_an_earlier_runs_summary(tmp_path,
   assert _job_failed(str(tmp_path), RuntimeError('x'),
                      launched_at=mine['started_at'] - 5) == 1
   assert 'this run' in capsys.readouterr().err
+
+
+# ------------------------------------------------- nothing left in /tmp --
+
+@pytest.mark.slow
+def test_commands_leave_nothing_in_the_temporary_folder(world, tmp_path,
+                                                        features_model):
+  """Each command, run as a user runs it, with a fresh TMPDIR of its own:
+  afterwards that folder is empty (Beam's temporary folders, the progress
+  folder, training's extraction files: all removed)."""
+  from tests.conftest import train_args
+  from tests.test_train import small_set
+  data = small_set(tmp_path / 'data', per_class=2,
+                   classes=('document', 'photo'))
+  commands = {
+      'stylize': [console_script('stylize'), *job_args(
+          world, '--model', 'builtin', '--quiet')],
+      'stylize on worker processes': [console_script('stylize'), *job_args(
+          world, '--model', 'builtin', '--quiet', '--force',
+          '--direct_running_mode=multi_processing',
+          '--direct_num_workers=2')],
+      'stylize --dry_run': [console_script('stylize'), *job_args(
+          world, '--model', 'builtin', '--dry_run')],
+      'stylize with a config error': [console_script('stylize'), *job_args(
+          world, '--model', 'builtin', '--max_size', '-3')],
+      'stylize-inspect': [console_script('stylize-inspect'), 'builtin',
+                          '--size', '64'],
+      'stylize-train': [console_script('stylize-train'), *train_args(
+          data, tmp_path / 'router', features_model, '--epochs', '2')],
+  }
+  for i, (name, cmd) in enumerate(commands.items()):
+    temp = tmp_path / f'temp-{i}'
+    temp.mkdir()
+    done = run_script(cmd, cwd=world['tmp'], env={
+        'TMPDIR': str(temp), 'STYLIZE_CACHE_DIR': str(world['tmp'] / 'cache')})
+    assert done.returncode == (2 if 'error' in name else 0), (name,
+                                                              done.stderr)
+    assert not list(temp.iterdir()), (name, list(temp.rglob('*')))

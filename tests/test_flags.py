@@ -164,16 +164,6 @@ def test_unknown_flag_raises_config_error_from_parse(world):
     parse(job_args(world, '--max-size', '128'))
 
 
-def test_local_workers_get_beams_options_only(world):
-  """Worker processes parse their options before importing this package,
-  so the job's own flags would each be 'Discarding unparseable args'."""
-  from beam_jobs.runners import worker_options
-  options = parse(job_args(world, '--direct_num_workers=2'))
-  shipped = worker_options(options)
-  assert shipped['direct_num_workers'] == 2
-  assert not set(shipped) & job_flag_names()
-
-
 # --------------------------------------------------- python -m beam_jobs... --
 
 def _module(*argv, cwd):

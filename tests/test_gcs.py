@@ -2,7 +2,6 @@
 
 import json
 import pathlib
-import time
 
 import pytest
 from apache_beam.io.filesystems import FileSystems
@@ -38,11 +37,8 @@ def test_gs_round_trip_real_model(gcs_emulator, tmp_path):
   with FileSystems.create(listing) as f:
     f.write(f'# two again, by list\n{content}/eiffel_tower.jpg\n'.encode())
   output = f'{bucket}/out'
-  start = time.time()
   run(['--input', f'{content}/*.jpg', '--input_list', listing,
        '--style', style, '--model', model, '--output', output])
-  # Anonymous credentials must not stall: well under Beam's ~30 s retries.
-  assert time.time() - start < 60
   rows = gs_rows(output)
   assert len(rows) == 4 and {r['status'] for r in rows} == {'ok'}
   for row in rows:

@@ -6,7 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import textwrap
+import threading
 
 import pytest
 from PIL import Image
@@ -79,30 +80,52 @@ def test_deleted_output_is_redone(tmp_path, samples):
   assert (out / 'waves' / 'img001.jpg.jpg').exists()
 
 
-@pytest.mark.slow
+# The job encodes 4 pairs, then holds every later encode: the test kills it
+# there (an event from inside the job, not a race against its speed).
+_HOLD_AFTER_4 = '''
+    import pathlib, threading, sys
+    from transforms import encode
+    _real, _calls, _lock = encode.encode_image, [], threading.Lock()
+    def held(*args, **kwargs):
+      with _lock:
+        _calls.append(1)
+        n = len(_calls)
+      if n > 4:
+        pathlib.Path(sys.argv[-1] + '.held').touch()
+        threading.Event().wait()  # Until killed.
+      return _real(*args, **kwargs)
+    encode.encode_image = held
+'''
+
+
 def test_killed_run_then_rerun_processes_each_input_exactly_once(
-    tmp_path, shared_savedmodel, shared_styles):
+    tmp_path, samples):
   inputs = tmp_path / 'in'
-  _photos(inputs, 40)
+  _photos(inputs, 12)
   out = tmp_path / 'out'
-  argv = ['--input', str(inputs), '--style',
-          str(shared_styles / 'towers_1916_sq.jpg'),
-          '--model', str(shared_savedmodel), '--output', str(out),
-          '--batch_size', '2']
-  proc = subprocess.Popen([sys.executable, '-m', 'beam_jobs.stylize'] + argv,
-                          cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  argv = ['--input', str(inputs), '--style', str(samples / 'style' / 'waves.jpg'),
+          '--model', 'builtin', '--batch_size', '2', '--output', str(out)]
+  code = textwrap.dedent(_HOLD_AFTER_4) + textwrap.dedent('''
+      import sys
+      from beam_jobs.stylize import main
+      sys.exit(main(sys.argv[1:]))
+  ''')
+  log = tmp_path / 'stderr.txt'
+  with open(log, 'wb') as err:
+    proc = subprocess.Popen([sys.executable, '-c', code] + argv, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=err)
   done_dir = out / '.stylize' / 'done'
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    if done_dir.exists() and _count_files(done_dir) >= 4:
-      break
-    time.sleep(0.02)
-  assert proc.poll() is None, 'the run finished before it could be killed'
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  try:
+    # Held, and the 4 encoded pairs written with their markers.
+    while not (os.path.exists(f'{out}.held') and done_dir.exists()
+               and _count_files(done_dir) >= 4):
+      assert proc.poll() is None, log.read_text()[-3000:]
+      threading.Event().wait(0.05)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
   done_before = _count_files(done_dir)
-  assert 4 <= done_before < 40
+  assert done_before == 4
   assert not list(out.glob('manifest*.jsonl'))  # It died before the manifest.
   # What a write killed half-way leaves: a file in the run's temporary
   # folder, never a final name.
@@ -111,13 +134,13 @@ def test_killed_run_then_rerun_processes_each_input_exactly_once(
   run(argv)
   rows = manifest_rows(out)
   assert sorted(os.path.basename(r['input']) for r in rows) == [
-      f'img{i:03d}.jpg' for i in range(40)]
+      f'img{i:03d}.jpg' for i in range(12)]
   skipped = [r for r in rows if r['status'] == 'skipped']
   assert len(skipped) == done_before
   assert all(r['status'] in ('ok', 'skipped') for r in rows)
   assert not list((out / '.stylize' / 'tmp').rglob('*'))
-  files = sorted(out.glob('towers_1916_sq/*'))
-  assert len(files) == 40
+  files = sorted(out.glob('waves/*'))
+  assert len(files) == 12
   for f in files:
     with Image.open(f) as im:
       im.load()  # Complete, decodable files only.

@@ -26,11 +26,13 @@ runs that venv's own scripts.
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import tomllib
 
 import pytest
 
@@ -215,3 +217,17 @@ def test_dockerfile_copies_what_pip_install_needs():
           'training'} <= copied
   ignored = (ROOT / '.dockerignore').read_text().split()
   assert not [p for p in ignored if 'tflite' in p or p.startswith('transforms')]
+
+
+def test_dockerfile_beam_is_in_the_declared_range():
+  """The image's Beam (its SDK container and the apache-beam it installs)
+  is one release inside pyproject.toml's range."""
+  from packaging.requirements import Requirement
+  declared = [Requirement(d) for d in tomllib.loads(
+      (ROOT / 'pyproject.toml').read_text())['project']['dependencies']]
+  beam = next(r for r in declared if r.name == 'apache-beam')
+  text = (ROOT / 'Dockerfile').read_text()
+  version = re.search(r'^ARG BEAM_VERSION=(\S+)$', text, re.M).group(1)
+  assert version in beam.specifier
+  assert 'apache/beam_python3.11_sdk:${BEAM_VERSION}' in text
+  assert '"apache-beam[gcp]==${BEAM_VERSION}"' in text

@@ -6,7 +6,8 @@ import os
 import socket
 import subprocess
 import sys
-import time
+import threading
+import types
 
 import pytest
 from apache_beam.io.filesystems import FileSystems
@@ -16,56 +17,92 @@ from tests.conftest import ROOT, gradient, shared_path, upload
 from tests.test_end_to_end import manifest_rows, summary
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+# Both services bind port 0 and say which port they got (no free-port probe
+# that another process could take in between): the job service through its
+# own --port_file; the worker pool, whose CLI only logs it, through this
+# launcher, which starts Beam's pool servicer and writes its address.
+_POOL = """
+import os, sys, threading
+from apache_beam.runners.worker.worker_pool_main import (
+    BeamFnExternalWorkerPoolServicer)
+address, server = BeamFnExternalWorkerPoolServicer.start(use_process=True,
+                                                         port=0)
+with open(sys.argv[1] + '.tmp', 'w') as f:
+  f.write(address)
+os.rename(sys.argv[1] + '.tmp', sys.argv[1])
+threading.Event().wait()
+"""
+
+# Code the SDK workers run at start-up (sitecustomize): while the file named
+# by STYLIZE_TEST_HOLD exists, encoding waits (the job is held in the middle
+# of its work, so a test can look at it without racing it).
+_HOLD = """
+import os, threading
+if os.environ.get('STYLIZE_TEST_HOLD'):
+  from transforms import encode
+  _real = encode.encode_image
+  def _held(*args, **kwargs):
+    while os.path.exists(os.environ['STYLIZE_TEST_HOLD']):
+      threading.Event().wait(0.05)
+    return _real(*args, **kwargs)
+  encode.encode_image = _held
+"""
 
 
-def _wait_for_port(port: int, proc, timeout: float = 60) -> None:
-  deadline = time.time() + timeout
-  while time.time() < deadline:
+def _port_from(path, proc, timeout: float = 120) -> str:
+  """The port a service wrote to `path` (an event: the file appears whole)."""
+  waited = 0.0
+  while not os.path.exists(path):
     if proc.poll() is not None:
       raise RuntimeError(f'process exited with {proc.returncode}')
-    with socket.socket() as s:
-      if s.connect_ex(('127.0.0.1', port)) == 0:
-        return
-    time.sleep(0.2)
-  raise TimeoutError(f'nothing listens on {port}')
+    if waited > timeout:
+      raise TimeoutError(f'no port written to {path}')
+    threading.Event().wait(0.05)
+    waited += 0.05
+  with open(path) as f:
+    return f.read().strip().rsplit(':', 1)[-1]
 
 
 @pytest.fixture(scope='module')
 def portable(tmp_path_factory):
-  """Beam's local job service and an EXTERNAL worker pool on free loopback
-  ports, both started with this venv's Python (the pool starts its SDK
-  worker processes with the same interpreter, so they import this package).
-  Yields the runner flags."""
+  """Beam's local job service and an EXTERNAL worker pool on loopback
+  ports of their own choosing, both started with this venv's Python (the
+  pool starts its SDK worker processes with the same interpreter, so they
+  import this package). Yields the runner flags and the hold file."""
   logs = tmp_path_factory.mktemp('portable')
-  job_port, pool_port = _free_port(), _free_port()
+  site = logs / 'site'
+  site.mkdir()
+  (site / 'sitecustomize.py').write_text(_HOLD)
+  hold = logs / 'hold'
   # The pool starts SDK workers as a bare 'python': this venv's must come
   # first on PATH.
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3',
+             STYLIZE_TEST_HOLD=str(hold),
+             PYTHONPATH=os.pathsep.join(
+                 [str(site), str(ROOT), os.environ.get('PYTHONPATH', '')]),
              PATH=os.pathsep.join([os.path.dirname(sys.executable),
                                    os.environ.get('PATH', '')]))
   procs = [
       subprocess.Popen(
           [sys.executable, '-m',
            'apache_beam.runners.portability.local_job_service_main',
-           '--port', str(job_port), '--staging_dir', str(logs / 'staging')],
+           '--port', '0', '--port_file', str(logs / 'job.port'),
+           '--staging_dir', str(logs / 'staging')],
           cwd=ROOT, env=env, stdout=open(logs / 'job.log', 'wb'),
           stderr=subprocess.STDOUT),
       subprocess.Popen(
-          [sys.executable, '-m', 'apache_beam.runners.worker.worker_pool_main',
-           '--service_port', str(pool_port)],
+          [sys.executable, '-c', _POOL, str(logs / 'pool.port')],
           cwd=ROOT, env=env, stdout=open(logs / 'pool.log', 'wb'),
           stderr=subprocess.STDOUT),
   ]
   try:
-    _wait_for_port(job_port, procs[0])
-    _wait_for_port(pool_port, procs[1])
-    yield ['--runner=PortableRunner', f'--job_endpoint=localhost:{job_port}',
-           '--environment_type=EXTERNAL',
-           f'--environment_config=localhost:{pool_port}']
+    job_port = _port_from(logs / 'job.port', procs[0])
+    pool_port = _port_from(logs / 'pool.port', procs[1])
+    yield types.SimpleNamespace(
+        flags=['--runner=PortableRunner', f'--job_endpoint=localhost:{job_port}',
+               '--environment_type=EXTERNAL',
+               f'--environment_config=localhost:{pool_port}'],
+        hold=hold)
   finally:
     for p in procs:
       p.terminate()
@@ -91,7 +128,7 @@ def _job(tmp_path, samples, n=4, broken=0):
 @pytest.mark.slow
 def test_portable_runner_runs_the_job_and_waits_on_request(
     portable, tmp_path, samples, capsys):
-  code = main(_job(tmp_path, samples) + portable + ['--wait'])
+  code = main(_job(tmp_path, samples) + portable.flags + ['--wait'])
   out = capsys.readouterr().out
   assert code == 0, out
   assert 'ok 4' in out
@@ -105,24 +142,30 @@ def test_portable_runner_runs_the_job_and_waits_on_request(
 @pytest.mark.slow
 def test_portable_runner_submits_and_returns_without_wait(
     portable, tmp_path, samples, capsys):
-  start = time.time()
-  code = main(_job(tmp_path, samples) + portable)
-  returned = time.time() - start
-  out = capsys.readouterr().out
-  assert code == 0 and 'submitted job' in out
-  summary_path = tmp_path / 'out' / 'summary.json'
-  assert not summary_path.exists()  # The launcher did not wait for it.
-  deadline = time.time() + 300
-  while not summary_path.exists() and time.time() < deadline:
-    time.sleep(0.5)
+  # The job is held before it encodes anything: the launcher returning
+  # now shows that it did not wait for the job.
+  portable.hold.touch()
+  try:
+    code = main(_job(tmp_path, samples) + portable.flags)
+    out = capsys.readouterr().out
+    assert code == 0 and 'submitted job' in out
+    summary_path = tmp_path / 'out' / 'summary.json'
+    assert not summary_path.exists()
+  finally:
+    portable.hold.unlink()
+  # Released, the submitted job finishes on its own.
+  waited = 0.0
+  while not summary_path.exists() and waited < 300:
+    threading.Event().wait(0.1)
+    waited += 0.1
   assert json.loads(summary_path.read_text())['counts']['ok'] == 4
-  assert returned < time.time() - start
 
 
 @pytest.mark.slow
 def test_too_many_failures_fail_the_job_itself(portable, tmp_path, samples,
                                                capsys):
-  code = main(_job(tmp_path, samples, n=1, broken=2) + portable + ['--wait'])
+  code = main(_job(tmp_path, samples, n=1, broken=2) + portable.flags
+              + ['--wait'])
   captured = capsys.readouterr()
   assert code == 1
   assert 'more than --max_failure_ratio' in captured.err
@@ -172,7 +215,7 @@ def test_dataflow_template_is_written_with_stages_and_image(
 def test_remote_launcher_needs_no_tensorflow(portable, tmp_path, samples):
   """The launcher for a remote runner checks the job without importing
   TensorFlow (no model download, no model run)."""
-  argv = _job(tmp_path, samples) + portable
+  argv = _job(tmp_path, samples) + portable.flags
   code = ('import json, sys\n'
           'from beam_jobs.stylize import run\n'
           f'result = run({argv!r}, wait=False)\n'
@@ -193,7 +236,7 @@ def test_a_model_that_cannot_stylize_fails_in_the_workers_setup(
   style-transfer model fails the job in the workers' setup(), with the
   same clear reason a local launch gives."""
   features = shared_path('models', 'magenta-style-features-v1-256')
-  argv = _job(tmp_path, samples, n=1) + portable + ['--wait']
+  argv = _job(tmp_path, samples, n=1) + portable.flags + ['--wait']
   argv[argv.index('builtin')] = str(features)
   code = main(argv)
   err = capsys.readouterr().err

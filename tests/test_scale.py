@@ -18,7 +18,7 @@ from transforms import storage
 from transforms.encode import EncodeAndWriteFn
 from transforms.layout import OutputLayout
 from transforms.manifest import ManifestSink
-from transforms.progress import read_events
+from transforms.progress import EXPECTED, read_events
 from transforms.records import InputFile, StyleRef, StylizedImage
 
 
@@ -174,30 +174,38 @@ def test_iter_files_streams_and_refuses_nothing_silently(tmp_path):
   assert list(storage.iter_files(str(tmp_path / 'missing'))) == []
 
 
-def test_progress_moves_while_images_are_stylized(tmp_path, samples):
+def test_progress_moves_while_images_are_stylized(tmp_path, samples,
+                                                 monkeypatch):
+  """The 11th encode waits until the launcher's event files show pairs done:
+  progress is seen in the middle of the run (an event, not a sampling
+  race), while that pair and the ones after it are still to do."""
   _photos(tmp_path / 'in', 30, size=(480, 360))
   progress = tmp_path / 'progress'
   progress.mkdir()
-  seen = []
-  stop = threading.Event()
+  from transforms import encode
+  real = encode.encode_image
+  calls, seen = [], []
 
-  def sample():
-    while not stop.is_set():
-      events = read_events(str(progress))
-      seen.append(sum(events.get(k, 0) for k in ('ok', 'failed', 'skipped')))
-      time.sleep(0.02)
+  def encode_after_progress(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 11:
+      for _ in range(6000):  # Up to 10 minutes; the flush is every 0.5 s.
+        done = sum(read_events(str(progress)).get(k, 0)
+                   for k in ('ok', 'failed', 'skipped'))
+        if done:
+          seen.append(done)
+          break
+        threading.Event().wait(0.1)
+    return real(*args, **kwargs)
 
-  sampler = threading.Thread(target=sample)
-  sampler.start()
-  try:
-    run(_argv(tmp_path, samples, '--batch_size', '1', '--max_size', '480'),
-        progress_dir=str(progress))
-  finally:
-    stop.set()
-    sampler.join()
-  assert read_events(str(progress))['ok'] == 60
-  # Some samples fell between the first and the last image.
-  assert any(0 < n < 60 for n in seen), sorted(set(seen))
+  monkeypatch.setattr(encode, 'encode_image', encode_after_progress)
+  run(_argv(tmp_path, samples, '--batch_size', '1', '--max_size', '480'),
+      progress_dir=str(progress))
+  events = read_events(str(progress))
+  assert events['ok'] == 60
+  assert events[EXPECTED] == 60  # The total was known from the start.
+  # Pairs were seen done while the 11th was still to encode.
+  assert seen and 0 < seen[0] < 60, seen
 
 
 def test_manifest_rows_carry_the_run_id_and_shards_read_back(tmp_path,

@@ -39,14 +39,30 @@ def test_progress_events_count_pairs_and_rows(tmp_path, samples):
   events_dir.mkdir()
   run(_job(tmp_path, samples), progress_dir=str(events_dir))
   events = read_events(str(events_dir))
-  assert events == {'pairs': 8, 'ok': 6, 'failed': 2}
-  line = progress_line(events, 2.0)
-  assert line.startswith('8/8 pairs  ok 6  failed 2  skipped 0  3.00 img/s')
+  # The launcher's count (known before the pipeline lists anything), the
+  # pipeline's planned pairs, and the rows as they were made.
+  assert events == {'expected': 8, 'pairs': 8, 'ok': 6, 'failed': 2}
+  line = progress_line(events, 3.0, '0s')
+  assert line == '8/8 pairs  ok 6  failed 2  skipped 0  3.00 img/s  ETA 0s'
 
 
-def test_progress_line_eta():
-  line = progress_line({'pairs': 100, 'ok': 20, 'failed': 5}, 10.0)
-  assert '25/100 pairs' in line and 'ETA 30s' in line and '2.00 img/s' in line
+def test_progress_total_rate_and_eta_from_the_first_pair():
+  """The total is the launcher's count before the pipeline plans anything;
+  the rate and ETA are the work's, from the first finished pair on (start-up
+  and the model's load are not in them). A fake clock: no waiting."""
+  from transforms.progress import Pace
+  pace = Pace()
+  assert progress_line({'expected': 100}) == (
+      '0/100 pairs  ok 0  failed 0  skipped 0  0.00 img/s  ETA ?')
+  # 30 s of start-up, then the first pairs finish.
+  assert pace.update({'expected': 100, 'ok': 1}, now=30.0) == (0.0, '?')
+  rate, eta = pace.update({'expected': 100, 'pairs': 90, 'ok': 20,
+                           'failed': 1, 'skipped': 4}, now=40.0)
+  assert rate == 2.0 and eta == '37s'  # (100 - 25) / 2 per second.
+  # Routing found images of classes without styles: fewer pairs.
+  rate, eta = pace.update({'expected': 100, 'pairs': 90, 'pairs_delta': -20,
+                           'ok': 41, 'skipped': 4}, now=50.0)
+  assert rate == 2.0 and eta == '17s'  # (80 - 45) / 2.
 
 
 def _run_in_terminal(argv, timeout=240):

@@ -42,7 +42,7 @@ def test_list_inputs_recursive_unique_and_counted(tmp_path):
   with TestPipeline() as p:
     listed, ignored = p | ListInputs(specs, [str(listing)], lay)
     # The planning join makes the three spellings of one file one input.
-    files, _, _, pairs = listed | SkipDone(
+    files, _, _, pairs, _ = listed | SkipDone(
         lay, [style], 'job', 'job+limits',
         {'model': 'm', 'params': {}, 'run_id': 'r'}, force=False)
     assert_that(pairs | beam.combiners.Count.Globally(), equal_to([5]),

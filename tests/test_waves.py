@@ -117,7 +117,10 @@ def _argv(tmp_path, samples, *extra):
 
 
 def _shown_outputs(page: str):
-  return re.findall(r'<figcaption>(\S+) \((?:ok|skipped)\)</figcaption>', page)
+  """The outputs the report's grid shows (each caption's title is the
+  output's path below --output)."""
+  return re.findall(r'<figcaption title="([^"]+)">[^<]* \((?:ok|skipped)\)'
+                    r'</figcaption>', page)
 
 
 @pytest.mark.slow

@@ -26,8 +26,7 @@ from apache_beam.utils import shared
 
 from transforms import paths
 from transforms.records import describe_error
-from transforms.storage import (iter_top_files, use_anonymous_gcs_for_emulator,
-                                durable_write)
+from transforms.storage import durable_write, iter_top_files
 from training.data import LabelledImage, load_for_model
 
 logger = logging.getLogger(__name__)
@@ -44,9 +43,6 @@ class LoadImages(beam.DoFn):
   def __init__(self, size: int):
     self._size = size
     self._failed = Metrics.counter('stylize_train', 'unreadable')
-
-  def setup(self):
-    use_anonymous_gcs_for_emulator()
 
   def process(self, item: LabelledImage) -> Iterable:
     try:
@@ -68,7 +64,6 @@ class _Loaded:
 def _load_feature_model(handle: str, tf_threads: int) -> _Loaded:
   from transforms.models.features import FeatureModel
   from transforms.stylize import configure_tf_threads
-  use_anonymous_gcs_for_emulator()
   configure_tf_threads(tf_threads)
   start = time.perf_counter()
   model = FeatureModel(handle)
@@ -203,8 +198,14 @@ def read_failures(folder: str) -> List[Dict[str, str]]:
 def run_extraction(images: Sequence[LabelledImage], handle: str, size: int,
                    folder: str, batch_size: int, options,
                    tf_threads: int = 0) -> None:
-  """Runs the extraction pipeline with options (Beam's flags) and waits."""
-  with beam.Pipeline(options=options) as p:
+  """Runs the extraction pipeline with options (Beam's flags) and waits.
+
+  Local runs use Beam's in-process runner by its name, as the job does
+  (beam_jobs/runners.make_runner): DirectRunner would first try Prism,
+  which wants to download a binary and leaves a beam-temp folder behind.
+  """
+  from beam_jobs.runners import make_runner  # pylint: disable=import-outside-toplevel
+  with beam.Pipeline(runner=make_runner(options), options=options) as p:
     _ = (p
          | 'Images' >> beam.Create(list(images))
          | 'ExtractFeatures' >> ExtractFeatures(handle, size, folder,

@@ -18,7 +18,6 @@ from transforms.icc import (SourceSpace, SrgbConverter, shared_converter,
 from transforms.metadata import PhotoMetadata, read_metadata
 from transforms.overlap import OverlappedDoFn
 from transforms.records import DecodedImage, Failure, InputFile, describe_error
-from transforms.storage import use_anonymous_gcs_for_emulator
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +338,6 @@ class ReadFiles(OverlappedDoFn):
 
   def setup(self):
     super().setup()
-    use_anonymous_gcs_for_emulator()
 
   def weight(self, element: InputFile) -> int:
     """The bytes the read will hold (the listed size, else the limit)."""

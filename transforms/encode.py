@@ -21,7 +21,8 @@ from transforms.overlap import OverlappedDoFn
 from transforms.records import (Failure, StylizedImage, describe_error,
                                 is_permanent)
 from transforms.rows import ok_row
-from transforms.storage import Writer, use_anonymous_gcs_for_emulator
+from transforms.storage import Writer
+from transforms.worker_errors import noted
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +94,10 @@ class EncodeAndWriteFn(OverlappedDoFn):
 
   def setup(self):
     super().setup()
-    use_anonymous_gcs_for_emulator()
     if self._lease_spec:
-      self._lease = worker_lease(self._shared, self._layout.output,
-                                 self._lease_spec)
+      with noted(self._layout.errors_dir()):
+        self._lease = worker_lease(self._shared, self._layout.output,
+                                   self._lease_spec)
     # Pixels are sRGB (transforms/icc.py converts every input): say so.
     self._icc = srgb_profile()
     self._writer = Writer(self._layout)

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 SKIPPED = 'skipped'
 FAILED = 'failed'
 PAIRS = 'pairs'
+ORPHANS = 'orphans'
 MARKERS = 'markers'
 LEGACY = 'legacy'
 
@@ -63,9 +64,6 @@ class ListOutputFolder(beam.DoFn):
     self._layout = layout
     self._labels = frozenset(labels)
     self._listed = Metrics.counter('stylize', 'output_files_listed')
-
-  def setup(self):
-    storage.use_anonymous_gcs_for_emulator()
 
   def process(self, folder: str) -> Iterable:
     for entry in storage.iter_files(folder):
@@ -92,7 +90,6 @@ class ReadMarkers(OverlappedDoFn):
 
   def setup(self):
     super().setup()
-    storage.use_anonymous_gcs_for_emulator()
 
   def work(self, element):
     key, (label, path) = element
@@ -109,7 +106,6 @@ class ReadMarkers(OverlappedDoFn):
 
 def remove_files(uris: Sequence[str], layout: OutputLayout) -> int:
   """Deletes job files (markers of the earlier format); the count."""
-  storage.use_anonymous_gcs_for_emulator()
   storage.Writer(layout).delete(list(uris))
   return len(uris)
 
@@ -148,11 +144,17 @@ class PlanWork(beam.DoFn):
         outputs[value[1]] = value
       else:
         markers[value[1]] = value[2]
-    if aliases:  # Else outputs of a file that is no input (any more).
-      # One without an error wins (aliases differ only in how they failed).
-      item = min(aliases, key=lambda i: (bool(i.error), i.error))
-      yield beam.pvalue.TaggedOutput(PAIRS, len(self._styles))
-      yield from self._plan(key, item, outputs, markers)
+    if not aliases:
+      # Outputs of a file that is no input (any more): deleted or moved,
+      # or named by an earlier naming rule. Left in place, and counted.
+      for label in outputs:
+        yield beam.pvalue.TaggedOutput(ORPHANS, self._layout.output_uri(
+            label, key))
+      return
+    # One without an error wins (aliases differ only in how they failed).
+    item = min(aliases, key=lambda i: (bool(i.error), i.error))
+    yield beam.pvalue.TaggedOutput(PAIRS, len(self._styles))
+    yield from self._plan(key, item, outputs, markers)
 
   def _done(self, item, style, output, marker: Optional[Marker]) -> bool:
     """The marker holds the current identity and the output is there, with
@@ -207,7 +209,7 @@ def _of_wave(keyed: Tuple[str, object], wave: Wave) -> bool:
 
 class SkipDone(beam.PTransform):
   """PCollection[InputFile] -> (work to do, skipped rows, failed rows,
-  rows expected per input).
+  rows expected per input, outputs of files that are no inputs).
 
   The style folders and markers below the output are listed inside the
   pipeline, one folder per worker call, the markers read a few at a time,
@@ -269,8 +271,9 @@ class SkipDone(beam.PTransform):
                | 'AllSides' >> beam.Flatten()
                | 'JoinDone' >> beam.GroupByKey()
                | 'Plan' >> beam.ParDo(self._plan).with_outputs(
-                   SKIPPED, FAILED, PAIRS, main='todo'))
-    return planned.todo, planned[SKIPPED], planned[FAILED], planned[PAIRS]
+                   SKIPPED, FAILED, PAIRS, ORPHANS, main='todo'))
+    return (planned.todo, planned[SKIPPED], planned[FAILED], planned[PAIRS],
+            planned[ORPHANS])
 
 
 class RecordFailures(beam.DoFn):
@@ -299,7 +302,6 @@ class RecordFailures(beam.DoFn):
     self._writer = None
 
   def setup(self):
-    storage.use_anonymous_gcs_for_emulator()
     self._writer = storage.Writer(self._layout)
     if self._lease_spec:
       self._lease = worker_lease(self._shared, self._layout.output,

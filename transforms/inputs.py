@@ -15,7 +15,6 @@ from apache_beam.metrics import Metrics
 from transforms import paths, storage
 from transforms.layout import LayoutError, OutputLayout, canonical_uri
 from transforms.records import InputFile
-from transforms.storage import use_anonymous_gcs_for_emulator
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +79,6 @@ class ExpandInputSpec(beam.DoFn):
   def __init__(self, layout: OutputLayout):
     self._layout = layout
     self._ignored = Metrics.counter('stylize', 'files_ignored')
-
-  def setup(self):
-    use_anonymous_gcs_for_emulator()
 
   def process(self, spec: paths.InputSpec) -> Iterable:
     if spec.kind == paths.FILE:

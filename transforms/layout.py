@@ -64,8 +64,20 @@ MAX_LOCAL_PATH_BYTES = 4000
 OUTSIDE_MARK = '@'  # First character of the reserved level for full locations.
 TRUNCATION_MARK = '~'
 
-_SAFE_ASCII = frozenset('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
-                        '0123456789-_.,+=@() ')
+#: The naming rule's version (README "The layout rule"); 1 was the rule
+#: before 2026-12 (letters, digits and '-_.,+=@() ' kept, all else escaped).
+NAMING_RULE = 2
+# What no file system or object store takes well, escaped whatever else:
+# separators ('/', '\\'), what Windows forbids (': * ? " < > |'), what gsutil
+# and gcloud read as wildcards or generations ('[ ] #'), and '%' (the
+# escape itself).
+_UNSAFE = frozenset('/\\:*?"<>|[]#%')
+# Windows device names: no file or folder may be called so (with any
+# extension), so their first letter is escaped.
+_DEVICES = frozenset({'CON', 'PRN', 'AUX', 'NUL'} |
+                     {f'{d}{i}' for d in ('COM', 'LPT') for i in range(1, 10)})
+_SAFE_ASCII_V1 = frozenset(
+    'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.,+=@() ')
 # Top-level names the job itself uses: a style label never takes one.
 _RESERVED_LABELS = frozenset({STATE_DIR, 'report', REPORT_NAME, SUMMARY_NAME})
 _HANGUL_JAMO = ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
@@ -84,34 +96,62 @@ def _escape_char(char: str) -> str:
   return ''.join(f'%{b:02X}' for b in char.encode('utf-8', 'surrogatepass'))
 
 
-def _keeps(char: str) -> bool:
-  """Characters kept as they are in output names."""
-  if char in _SAFE_ASCII:
-    return True
-  if ord(char) < 128:
-    return False
+def _nfc_alone(char: str) -> bool:
+  """A character that is its own NFC form and composes with nothing (no
+  combining mark, no conjoining jamo): a name of such characters is NFC."""
   code = ord(char)
   if any(lo <= code <= hi for lo, hi in _HANGUL_JAMO):
-    return False  # Conjoining jamo compose under NFC: escaped.
-  # Letters and digits of any script, where the character alone is NFC and
-  # is no combining mark: then the whole name is NFC too.
-  return (unicodedata.category(char)[0] in 'LN' and
-          not unicodedata.combining(char) and
+    return False
+  return (not unicodedata.combining(char) and
           unicodedata.normalize('NFC', char) == char)
 
 
-def encode_name(name: str) -> str:
-  """One folder or file name -> a safe, injective, NFC output name."""
+def _keeps(char: str) -> bool:
+  """Naming rule 2: every character but the unsafe ones (_UNSAFE), control
+  and format characters (Cc, Cf: they can hide or reorder a name on
+  screen), spaces other than ' ', line and paragraph separators, private
+  use, unassigned and surrogate code points, and characters that are not
+  NFC on their own (combining marks): letters, digits, punctuation, symbols
+  and emoji of every script are kept."""
+  if char in _UNSAFE:
+    return False
+  if char == ' ':
+    return True
+  if unicodedata.category(char) in ('Cc', 'Cf', 'Cs', 'Co', 'Cn', 'Zs', 'Zl',
+                                    'Zp'):
+    return False
+  return ord(char) < 128 or _nfc_alone(char)
+
+
+def _keeps_v1(char: str) -> bool:
+  """Naming rule 1: letters and digits of any script and '-_.,+=@() '."""
+  if char in _SAFE_ASCII_V1:
+    return True
+  if ord(char) < 128:
+    return False
+  return unicodedata.category(char)[0] in 'LN' and _nfc_alone(char)
+
+
+def encode_name(name: str, rule: int = NAMING_RULE) -> str:
+  """One folder or file name -> a safe, injective, NFC output name.
+
+  rule: the naming rule (NAMING_RULE; 1 only to find outputs an earlier
+  version named).
+  """
   if name in ('', '.', '..'):
     # '' only on object stores ('a//b'); '.' and '..' are literal object
     # names there. None of them can be a level of an output path.
     return {'': '%2F', '.': '%2E', '..': '%2E%2E'}[name]
+  keeps = _keeps if rule >= 2 else _keeps_v1
   out = []
   last = len(name) - 1
+  device = rule >= 2 and name.split('.', 1)[0].upper() in _DEVICES
   for i, char in enumerate(name):
     edge_space = char == ' ' and i in (0, last)
+    trailing_dot = rule >= 2 and char == '.' and i == last
     leading_mark = char == OUTSIDE_MARK and i == 0
-    if _keeps(char) and not edge_space and not leading_mark:
+    if (keeps(char) and not edge_space and not leading_mark and
+        not trailing_dot and not (device and i == 0)):
       out.append(char)
     else:
       out.append(_escape_char(char))
@@ -158,7 +198,8 @@ def _levels(uri: str) -> Tuple[str, List[str]]:
   return 'file', [n for n in uri.split('/') if n]
 
 
-def input_key(uri: str, base: Optional[str]) -> str:
+def input_key(uri: str, base: Optional[str],
+              rule: int = NAMING_RULE) -> str:
   """The key of a canonical input URI (see the module docstring)."""
   scheme, names = _levels(uri)
   if base:
@@ -166,14 +207,19 @@ def input_key(uri: str, base: Optional[str]) -> str:
     base_names = [n for n in base_names if n]  # 'gs://' alone: no names.
     if (scheme == base_scheme and len(names) > len(base_names) and
         names[:len(base_names)] == base_names):
-      return '/'.join(encode_name(n) for n in names[len(base_names):])
-  return '/'.join([OUTSIDE_MARK + encode_name(scheme)] +
-                  [encode_name(n) for n in names])
+      return '/'.join(encode_name(n, rule) for n in names[len(base_names):])
+  return '/'.join([OUTSIDE_MARK + encode_name(scheme, rule)] +
+                  [encode_name(n, rule) for n in names])
 
 
-def style_label(label: str) -> str:
+def naming_rule_uri(output: str) -> str:
+  """Where a run records the naming rule it named outputs by."""
+  return paths.join(output, STATE_DIR, 'naming-rule')
+
+
+def style_label(label: str, rule: int = NAMING_RULE) -> str:
   """A style's folder name: escaped, and never one of the job's own names."""
-  label = encode_name(label)
+  label = encode_name(label, rule)
   if label in _RESERVED_LABELS or label.startswith(MANIFEST_PREFIX):
     label = f'{label}-style'
   return label
@@ -303,6 +349,11 @@ class OutputLayout:
   def tmp_dir(self) -> str:
     """This run's folder of temporary files (local outputs only)."""
     return paths.join(self.output, TMP_DIR, encode_name(self.run_id or 'run'))
+
+  def errors_dir(self) -> str:
+    """Where this run's workers note the errors they raise
+    (transforms/worker_errors.py)."""
+    return paths.join(self.tmp_dir(), 'errors')
 
   def tmp_root(self) -> str:
     return paths.join(self.output, TMP_DIR)

@@ -20,7 +20,7 @@ from apache_beam.io import filebasedsink
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import storage
-from transforms.layout import MANIFEST_SUFFIX, OutputLayout
+from transforms.layout import MANIFEST_SUFFIX, OutputLayout, naming_rule_uri
 from transforms.lease import Lease
 from transforms.records import ManifestRow, Status, StyleRef
 from transforms.rows import failure_rows, with_run_fields
@@ -155,6 +155,8 @@ class SummaryCombineFn(beam.CombineFn):
 IGNORED_LISTED = 20
 # ... and this many failed pairs (the first by input path), with reasons.
 FAILED_LISTED = 10
+# ... and this many outputs of files that are no inputs (any more).
+ORPHANS_LISTED = 5
 
 
 def is_failed(row: ManifestRow) -> bool:
@@ -251,7 +253,9 @@ def write_summary(acc: Dict, ignored: int, manifests: List[str],
                   info: Dict, ignored_files: Sequence[str] = (),
                   wave: Optional[Wave] = None,
                   failed: Sequence[Tuple[bool, str, str, str]] = (),
-                  input_set: Optional[Tuple[int, int]] = None) -> Dict:
+                  input_set: Optional[Tuple[int, int]] = None,
+                  orphans: int = 0,
+                  orphan_files: Sequence[str] = ()) -> Dict:
   """Writes summary.json (in a run split into waves: of every wave so far).
 
   input_set: (count, digest) of every input this wave listed (all waves'
@@ -278,17 +282,26 @@ def write_summary(acc: Dict, ignored: int, manifests: List[str],
       ignored_files = sorted(list(earlier['ignored_files']) +
                              list(ignored_files))[:IGNORED_LISTED]
       failed = sorted(list(earlier['failed']) + list(failed))[:FAILED_LISTED]
+      orphans += earlier.get('orphans', 0)
+      orphan_files = sorted(list(earlier.get('orphan_files', [])) +
+                            list(orphan_files))[:ORPHANS_LISTED]
     if not wave.last:
       wave.save('summary', {'acc': acc, 'ignored': ignored,
                             'manifests': list(manifests),
                             'expected_pairs': expected_pairs,
                             'ignored_files': list(ignored_files),
                             'failed': list(failed),
+                            'orphans': orphans,
+                            'orphan_files': list(orphan_files),
                             'input_set': first_set,
                             'inputs_changed': changed})
     info = dict(info, waves=wave.count)
   summary = build_summary(acc, ignored, manifests, info, expected_pairs,
                           ignored_files, failed)
+  # Outputs of files that are no inputs any more (deleted, moved, or named
+  # by an earlier naming rule): left in place, and said.
+  summary['orphaned_outputs'] = orphans
+  summary['orphaned_output_files'] = sorted(orphan_files)[:ORPHANS_LISTED]
   if wave is not None:
     summary['waves_done'] = wave.index + 1
     if changed and summary['verdict'] == 'ok':
@@ -305,6 +318,10 @@ def write_summary(acc: Dict, ignored: int, manifests: List[str],
   storage.write_file(layout, layout.summary_uri(),
                      json.dumps(summary, indent=2, sort_keys=True).encode(),
                      'application/json')
+  if info.get('naming_rule') and (wave is None or wave.last):
+    # The rule this run named outputs by: a later run notes a change once.
+    storage.write_file(layout, naming_rule_uri(layout.output),
+                       f'{info["naming_rule"]}\n'.encode())
   return summary
 
 
@@ -361,7 +378,8 @@ class WriteManifest(beam.PTransform):
     must hold exactly the expected rows: one per (input, style), give or
     take the corrections (routing: rows for an image's class only)."""
     ok_rows, failures, other_rows, ignored, expected_rows, deltas = inputs[:6]
-    input_set = inputs[6] if len(inputs) > 6 else None
+    orphans = inputs[6] if len(inputs) > 6 else None
+    input_set = inputs[7] if len(inputs) > 7 else None
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
         failure_rows, self._styles, self._row_info)
     rows = ((ok_rows, failed_rows) + tuple(other_rows)
@@ -376,6 +394,11 @@ class WriteManifest(beam.PTransform):
                  | 'Sorted' >> beam.Map(sorted))
     counts = rows | 'Count' >> beam.CombineGlobally(SummaryCombineFn())
     n_ignored = ignored | 'CountIgnored' >> beam.combiners.Count.Globally()
+    if orphans is None:
+      orphans = ignored.pipeline | 'NoOrphans' >> beam.Create([])
+    n_orphans = orphans | 'CountOrphans' >> beam.combiners.Count.Globally()
+    some_orphans = orphans | 'SomeOrphans' >> beam.combiners.Top.Smallest(
+        ORPHANS_LISTED)
     # A bounded sample to name in the summary (Top lifts before the shuffle).
     ignored_files = ignored | 'IgnoredFiles' >> beam.combiners.Top.Smallest(
         IGNORED_LISTED)
@@ -392,6 +415,8 @@ class WriteManifest(beam.PTransform):
         ignored=beam.pvalue.AsSingleton(n_ignored),
         ignored_files=beam.pvalue.AsSingleton(ignored_files),
         failed=beam.pvalue.AsSingleton(failed),
+        orphans=beam.pvalue.AsSingleton(n_orphans),
+        orphan_files=beam.pvalue.AsSingleton(some_orphans),
         manifests=beam.pvalue.AsSingleton(manifests),
         expected_pairs=beam.pvalue.AsSingleton(expected),
         layout=self._layout, info=self._info, wave=self._wave,

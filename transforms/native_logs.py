@@ -125,3 +125,26 @@ def import_tensorflow():
   os.environ.setdefault(LEVEL_ENV, DEFAULT_LEVEL)
   # Cheap once done (a device query of devices already set up).
   return filtered_stderr(_import_and_set_up_devices)
+
+
+def _drop_known_worker_noise(record) -> bool:
+  """Local worker processes warn that no main session was saved: by design
+  (the package is imported instead; see beam_jobs.stylize.with_local_defaults)."""
+  return 'No semi_persistent_directory found' not in record.getMessage()
+
+
+def quiet_start() -> None:
+  """What every command (stylize, stylize-train, stylize-inspect, the
+  benchmarks) sets before TensorFlow or Beam start: TF's C++ INFO and
+  WARNING lines hidden (TF_CPP_MIN_LOG_LEVEL, also for worker processes,
+  which inherit it; import_tensorflow drops absl's start-up lines), gRPC's
+  INFO lines (a line in every worker process that forks) hidden, and Beam's
+  local job service's warning that no main session was saved dropped.
+  Real errors still show."""
+  import logging  # pylint: disable=import-outside-toplevel
+  os.environ.setdefault(LEVEL_ENV, DEFAULT_LEVEL)
+  os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')
+  job_service = logging.getLogger(
+      'apache_beam.runners.portability.local_job_service')
+  if _drop_known_worker_noise not in job_service.filters:
+    job_service.addFilter(_drop_known_worker_noise)

@@ -217,12 +217,6 @@ def is_within(child: str, parent: str) -> bool:
   return c[:len(p)] == p
 
 
-def safe_name(name: str) -> str:
-  """Keeps letters (any script), digits, '-', '_' and '.'; others become '_'."""
-  cleaned = re.sub(r'[^\w.-]+', '_', name, flags=re.UNICODE).strip('.')
-  return cleaned or 'style'
-
-
 def short_hash(text: str, n: int = 8) -> str:
   return hashlib.sha1(text.encode('utf-8', 'surrogatepass')).hexdigest()[:n]
 

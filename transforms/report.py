@@ -23,7 +23,7 @@ from transforms.layout import OutputLayout
 from transforms.records import ManifestRow, Status, StyleRef
 from transforms.waves import Wave
 from transforms.storage import (remove_own_temporary,
-                                use_anonymous_gcs_for_emulator, write_file)
+                                write_file)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ def make_thumb(uri: str, layout: OutputLayout,
                ) -> Dict[str, object]:
   """Writes a thumbnail of uri below {output}/report/; its relative path.
   limits: (--max_input_bytes, --max_input_pixels)."""
-  use_anonymous_gcs_for_emulator()
   rel = layout.thumb_rel(uri)
   try:
     data, w, h = _thumb_bytes(uri, *limits)
@@ -76,13 +75,26 @@ def _href(uri: str, output: str) -> str:
   return urllib.parse.quote(rel.encode('utf-8', 'surrogateescape'))
 
 
-def style_caption(style: StyleRef, uri: str, weight: float) -> str:
-  """A style thumbnail's caption: its label; a blend's component by its own
-  file name, its weight and the blend it is part of."""
+def _own_name(uri: str) -> str:
+  """A file's own name without extension, as the user named it."""
+  return posixpath.splitext(paths.basename(uri))[0]
+
+
+def style_name(style: StyleRef) -> str:
+  """A style by its images' own names ('waves', 'waves 70% + mosaic 30%'),
+  not its escaped folder name."""
   if len(style.parts) == 1:
-    return style.label
-  name = posixpath.splitext(paths.basename(uri))[0]
-  return f'{name} ({weight:.0%} of {style.label})'
+    return _own_name(style.parts[0][0])
+  return ' + '.join(f'{_own_name(u)} {w:.0%}' for u, w in style.parts)
+
+
+def style_caption(style: StyleRef, uri: str, weight: float) -> str:
+  """A style thumbnail's caption: its image's own name; a blend's component
+  by its own name, its weight and the blend it is part of (by the blend's
+  folder name, as the user finds it on disk)."""
+  if len(style.parts) == 1:
+    return style_name(style)
+  return f'{_own_name(uri)} ({weight:.0%} of {style.label})'
 
 
 def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
@@ -99,6 +111,7 @@ def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
             f' height="{t["height"]}" loading="eager">')
 
   counts = summary.get('counts', {})
+  names = {style.uri: style_name(style) for style in styles}
   parts = [
       '<!DOCTYPE html>', '<html lang="en">', '<head>',
       '<meta charset="utf-8">',
@@ -140,12 +153,16 @@ def render_html(samples: List[ManifestRow], failures: List[ManifestRow],
       out_link = e(_href(row.output, output))
       score = (f', {row.class_score:.2f}' if row.class_score is not None
                else '')
+      # The photo's and the style's own names; the output's path (its
+      # names escaped by the layout rule) on hover and in the link.
+      caption = (f'{e(paths.basename(row.input))} &rarr; '
+                 f'{e(names.get(row.style, _own_name(row.style or "")))}')
       parts.append(
           '<figure><div class="pair">'
           f'{img(row.input, "input")}&rarr;'
           f'<a href="{out_link}">{img(row.output, "output")}</a></div>'
-          f'<figcaption>{e(_rel(row.output, output))} '
-          f'({row.status.value}{score})</figcaption></figure>')
+          f'<figcaption title="{e(_rel(row.output, output))}">'
+          f'{caption} ({row.status.value}{score})</figcaption></figure>')
     parts.append('</div>')
   parts.append(f'<h2>Failures ({counts.get("failed", 0)})</h2>')
   if failures:
@@ -201,7 +218,6 @@ def write_report(summary: Dict, samples: List[ManifestRow],
                  failures: List[ManifestRow], thumbs: List[Dict],
                  styles: Sequence[StyleRef], layout: OutputLayout,
                  wave: Optional[Wave] = None) -> str:
-  use_anonymous_gcs_for_emulator()
   if wave is not None:
     # The first pairs and failures of the whole run so far: the smallest of
     # this wave's and the earlier waves' (each already the smallest of its

@@ -11,10 +11,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms.progress import PAIRS, RecordProgress
+from transforms.progress import DELTA, RecordProgress
 from transforms.records import (DecodedImage, Failure, StyleRef,
                                 describe_error, is_permanent)
 from transforms.rows import unrouted_row
+from transforms.worker_errors import noted
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ class LoadedRouter:
 def _load_router(folder: str, tf_threads: int,
                  fingerprint: Optional[str] = None) -> LoadedRouter:
   from transforms.models.router import load_router
-  from transforms.storage import use_anonymous_gcs_for_emulator
-  use_anonymous_gcs_for_emulator()
   start = time.perf_counter()
   router = load_router(folder, tf_threads, fingerprint)
   logger.info('Loaded router %s in pid %d in %.2fs', folder, os.getpid(),
@@ -103,9 +102,12 @@ class ClassifyBatches(beam.DoFn):
 
   def __init__(self, route_model: str, router_id: str,
                routes: Mapping[str, Sequence[str]], row_info: Dict,
-               tf_threads: int = 0, fingerprint: Optional[str] = None):
+               tf_threads: int = 0, fingerprint: Optional[str] = None,
+               errors_to: Optional[str] = None):
     """fingerprint: the router's content fingerprint taken at launch; a
-    router whose files changed since is refused."""
+    router whose files changed since is refused. errors_to: where a worker
+    notes why its setup() failed (transforms/worker_errors.py)."""
+    self._errors_to = errors_to
     self._fingerprint = fingerprint
     self._route_model = route_model
     self._router_id = router_id
@@ -121,8 +123,9 @@ class ClassifyBatches(beam.DoFn):
 
   def setup(self):
     # One load per process; threads share it (as StylizeBatches does).
-    self._router = self._shared.acquire(
-        self._load, tag=('router', self._route_model, self._router_id))
+    with noted(self._errors_to):
+      self._router = self._shared.acquire(
+          self._load, tag=('router', self._route_model, self._router_id))
 
   def _load(self) -> LoadedRouter:
     return _load_router(self._route_model, self._tf_threads,
@@ -182,7 +185,7 @@ class AdjustPairTotal(RecordProgress):
 
   def process(self, element):
     if element:
-      self._count(PAIRS, element)
+      self._count(DELTA, element)
     return []
 
 
@@ -202,10 +205,11 @@ class RouteImages(beam.PTransform):
                routes: Mapping[str, Sequence[str]], batch_size: int,
                row_info: Dict, tf_threads: int = 0,
                progress_dir: Optional[str] = None,
-               fingerprint: Optional[str] = None):
+               fingerprint: Optional[str] = None,
+               errors_to: Optional[str] = None):
     super().__init__()
     self._fn = ClassifyBatches(route_model, router_id, routes, row_info,
-                               tf_threads, fingerprint)
+                               tf_threads, fingerprint, errors_to)
     self._batch_size = batch_size
     self._progress_dir = progress_dir
 

@@ -22,35 +22,10 @@ from transforms.layout import LayoutError, OutputLayout, real_parent_inside
 logger = logging.getLogger(__name__)
 
 
-EMULATOR_ENV = gcs.EMULATOR_ENV
 
 
 class ListingError(RuntimeError):
   """A folder or bucket that could not be listed; the run must not go on."""
-
-
-def use_anonymous_gcs_for_emulator() -> None:
-  """With a GCS emulator (STORAGE_EMULATOR_HOST), skip the credential hunt.
-
-  Beam looks for Google default credentials with retries and backoff (about
-  25 s) before it connects anonymously, and its --no_auth flag does not
-  reach its GCS client. An emulator needs no credentials, so when one is
-  configured, Beam's process-wide credential cache is set to "anonymous" up
-  front. This reaches into apache_beam.internal (no public switch exists);
-  it is a no-op without the emulator variable. Called by the launcher and by
-  the setup() of every DoFn that does I/O, since workers are other processes.
-  """
-  if not os.environ.get(EMULATOR_ENV):
-    return
-  try:
-    from apache_beam.internal.gcp import auth
-  except ImportError:  # pragma: no cover - Beam without the gcp extra
-    return
-  creds = getattr(auth, '_Credentials', None)
-  if creds is not None and not getattr(creds, '_credentials_init', True):
-    with creds._credentials_lock:  # pylint: disable=protected-access
-      creds._credentials = None  # pylint: disable=protected-access
-      creds._credentials_init = True  # pylint: disable=protected-access
 
 
 def is_object_store(uri: str) -> bool:
@@ -87,7 +62,6 @@ def durable_write(uri: str, data: bytes,
   its old self or complete, never empty or half-written.
   """
   if is_object_store(uri):
-    use_anonymous_gcs_for_emulator()
     with FileSystems.create(uri, mime_type=mime_type,
                             compression_type='uncompressed') as f:
       f.write(data)
@@ -176,7 +150,6 @@ def delete_files(uris: List[str], missing_ok: bool = False) -> None:
   folders = set()
   for uri in uris:
     if uri.startswith('gs://'):
-      use_anonymous_gcs_for_emulator()
       gcs.delete(uri)  # A missing object is fine there.
     elif is_object_store(uri):
       if missing_ok and not FileSystems.exists(uri):
@@ -234,6 +207,24 @@ def remove_stale_temporary(layout: OutputLayout) -> List[str]:
     logger.info('Removed temporary files of %d interrupted run(s)',
                 len(removed))
   return sorted(removed)
+
+
+def remove_own_temporary_at_exit(layout: OutputLayout) -> None:
+  """An interrupted run: its temporary folder (half-written files, manifest
+  shards, error notes) is removed when the process ends, after the worker
+  threads that may still be writing there have finished (their outputs are
+  whole: written there, then renamed)."""
+  import atexit  # pylint: disable=import-outside-toplevel
+  atexit.register(remove_tree, layout.tmp_dir())
+
+
+def remove_tree(folder: str) -> None:
+  """Deletes a folder of the job's own and everything below it."""
+  if is_object_store(folder):
+    with contextlib.suppress(Exception):
+      delete_below(folder)
+    return
+  shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_own_temporary(layout: OutputLayout) -> None:
@@ -354,7 +345,6 @@ def _iter_objects(prefix: str, what: str) -> Iterator[Entry]:
   """Objects whose names start with prefix, streamed page by page. gs://
   through its client library (with checksums: transforms/gcs.py); other
   stores through FileSystems.match."""
-  use_anonymous_gcs_for_emulator()
   try:
     if prefix.startswith('gs://'):
       for info in gcs.list_objects(prefix):
@@ -375,7 +365,6 @@ def stat(uri: str) -> Entry:
   literally (no globbing)."""
   try:
     if uri.startswith('gs://'):
-      use_anonymous_gcs_for_emulator()
       info = gcs.stat(uri)
       if info is None:
         raise FileNotFoundError(f'no object {uri}')

@@ -2,13 +2,14 @@
 
 import dataclasses
 import posixpath
+import re
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from transforms import paths
-from transforms.layout import style_label
+from transforms.layout import NAMING_RULE, style_label
 from transforms.decode import (DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS,
                                decode_image, read_file_within)
 from transforms.identity import sha256_bytes, style_fingerprint
@@ -76,16 +77,17 @@ def _split_weight(item: str) -> Tuple[str, Optional[float]]:
   return item, None
 
 
-def _blend_ref(items: Sequence[Tuple[str, float]]) -> StyleRef:
+def _blend_ref(items: Sequence[Tuple[str, float]], rule: int) -> StyleRef:
   total = sum(w for _, w in items)
   parts = tuple((paths.absolute(u), w / total) for u, w in items)
   uri = ','.join(f'{u}={w:.4g}' for u, w in parts)
   label = '+'.join(
-      _stem(u) + f'-{round(w * 100)}' for u, w in parts)
+      _stem(u, rule) + f'-{round(w * 100)}' for u, w in parts)
   return StyleRef(uri=uri, label=label, parts=parts)
 
 
-def parse_styles(args: Sequence[str]) -> List[StyleRef]:
+def parse_styles(args: Sequence[str],
+                 rule: int = NAMING_RULE) -> List[StyleRef]:
   """--style values -> styles; every input is stylized with each of them.
 
   - 'a.jpg': a plain style.
@@ -93,6 +95,10 @@ def parse_styles(args: Sequence[str]) -> List[StyleRef]:
     normalised to sum to 1).
   - 'a.jpg=0.7' and 'b.jpg=0.3' given as separate --style values: all such
     single weighted values form one blend together.
+
+  A style's label (its output folder) is its file name without the
+  extension, under the naming rule (layout.encode_name; rule 1 only to
+  find the folders an earlier version used).
 
   Raises:
     ValueError: a weight that is not positive.
@@ -118,9 +124,9 @@ def parse_styles(args: Sequence[str]) -> List[StyleRef]:
   for entry in entries:
     if isinstance(entry, str):
       uri = paths.absolute(entry)
-      refs.append(StyleRef(uri=uri, label=_stem(uri)))
+      refs.append(StyleRef(uri=uri, label=_stem(uri, rule)))
     else:
-      refs.append(_blend_ref(entry))
+      refs.append(_blend_ref(entry, rule))
   # Two styles with one name (a/starry.jpg, b/starry.jpg) get a short hash
   # of their URI appended: labels depend only on the --style values.
   refs = list({r.uri: r for r in refs}.values())  # The same style twice.
@@ -130,13 +136,18 @@ def parse_styles(args: Sequence[str]) -> List[StyleRef]:
     label = ref.label
     if names.count(label) > 1:
       label = f'{label}-{paths.short_hash(ref.uri)}'
-    label = style_label(label)
+    label = style_label(label, rule)
     if label in seen:  # Only after renaming a reserved name ('report').
-      label = style_label(f'{label}-{paths.short_hash(ref.uri)}')
+      label = style_label(f'{label}-{paths.short_hash(ref.uri)}', rule)
     seen.add(label)
     unique.append(StyleRef(uri=ref.uri, label=label, parts=ref.parts))
   return unique
 
 
-def _stem(uri: str) -> str:
-  return paths.safe_name(posixpath.splitext(paths.basename(uri))[0])
+def _stem(uri: str, rule: int = NAMING_RULE) -> str:
+  """The file name without its extension (rule 1: with every character but
+  letters, digits, '-', '_' and '.' made '_')."""
+  stem = posixpath.splitext(paths.basename(uri))[0]
+  if rule >= 2:
+    return stem
+  return re.sub(r'[^\w.-]+', '_', stem, flags=re.UNICODE).strip('.') or 'style'

@@ -18,6 +18,7 @@ from transforms.models.base import StyleParams
 from transforms.records import (DecodedImage, Failure, StyleRef, StylizedImage,
                                 describe_error, is_permanent)
 from transforms.styles import load_style_image
+from transforms.worker_errors import noted
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,6 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
   the load rather than making outputs the markers would misname.
   """
   from transforms.models.loader import load_stylizer
-  from transforms.storage import use_anonymous_gcs_for_emulator
-  use_anonymous_gcs_for_emulator()
   configure_tf_threads(tf_threads, model_handle)
   start = time.perf_counter()
   stylizer = load_stylizer(model_handle, threads=tf_threads,
@@ -154,7 +153,11 @@ class StylizeBatches(beam.DoFn):
                params: StyleParams = StyleParams(),
                model_sha256: Optional[str] = None,
                model_fingerprint: Optional[str] = None,
-               engine: str = 'auto', precision: str = 'auto'):
+               engine: str = 'auto', precision: str = 'auto',
+               errors_to: Optional[str] = None):
+    """errors_to: where a worker notes why its setup() failed
+    (transforms/worker_errors.py), for the launcher to say."""
+    self._errors_to = errors_to
     self._engine = engine
     self._precision = precision
     self._model_sha256 = model_sha256
@@ -178,10 +181,11 @@ class StylizeBatches(beam.DoFn):
 
   def setup(self):
     # One load per process: DoFn instances on other threads share it.
-    self._model = self._shared.acquire(
-        self._load,
-        tag=(self._model_handle, tuple(self._styles), self._style_size,
-             self._engine, self._precision))
+    with noted(self._errors_to):
+      self._model = self._shared.acquire(
+          self._load,
+          tag=(self._model_handle, tuple(self._styles), self._style_size,
+               self._engine, self._precision))
 
   def _report_load(self):
     # Metrics are recorded in process(), where a metrics context exists.
@@ -335,11 +339,12 @@ class Stylize(beam.PTransform):
                params: StyleParams = StyleParams(),
                model_sha256: Optional[str] = None,
                model_fingerprint: Optional[str] = None,
-               engine: str = 'auto', precision: str = 'auto'):
+               engine: str = 'auto', precision: str = 'auto',
+               errors_to: Optional[str] = None):
     super().__init__()
     self._fn = StylizeBatches(model_handle, styles, style_size, tf_threads,
                               params, model_sha256, model_fingerprint,
-                              engine, precision)
+                              engine, precision, errors_to)
     self._batcher = BatchByBucket(batch_size, params.max_untiled_pixels)
 
   def expand(self, decoded):

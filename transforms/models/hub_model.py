@@ -36,9 +36,10 @@ class HubStylizer(Stylizer):
     try:
       self._model = hub.load(target)
     except Exception as e:  # pylint: disable=broad-except
+      first = (str(e).strip().splitlines() or [''])[0].rstrip('.')
       raise ModelLoadError(
           f'could not load model {handle!r} with tensorflow_hub.load: '
-          f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'
+          f'{type(e).__name__}: {first}'
           '. Give a local SavedModel folder, a reachable TF Hub handle, '
           '"magenta-lite" or "builtin". (tfhub.dev handles are served by Kaggle '
           'Models; without internet access, mirror the model into a folder or '

@@ -146,8 +146,6 @@ def read_router_info(folder: str) -> RouterInfo:
   Raises:
     RouterError: what is wrong, and what to give instead.
   """
-  from transforms.storage import use_anonymous_gcs_for_emulator
-  use_anonymous_gcs_for_emulator()
   uri = paths.join(folder, ROUTER_FILE)
   try:
     exists = FileSystems.exists(uri)
