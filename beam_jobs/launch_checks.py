@@ -211,10 +211,14 @@ def model_kind(source: str, sha256: Optional[str], light: bool) -> str:
 
 def try_model(handle: str, style: np.ndarray, tf_threads: int,
               sha256: Optional[str] = None, engine: str = 'auto',
-              precision: str = 'auto') -> Tuple[str, str]:
+              precision: str = 'auto',
+              fingerprint: Optional[str] = None) -> Tuple[str, str]:
   """Loads the model once, on the engine it will run on, and runs one tiny
   call, so a bad handle fails now; returns how it applies strength
-  (models.base.STRENGTH_*) and what runs it ('openvino bf16')."""
+  (models.base.STRENGTH_*) and what runs it ('openvino bf16').
+  fingerprint: the model's content fingerprint (the key under which an
+  in-process run's workers find this loaded model: loader.
+  sharing_loaded_models)."""
   from transforms.models.base import ModelLoadError
   from transforms.models.loader import load_stylizer
   from transforms.stylize import configure_tf_threads
@@ -222,7 +226,8 @@ def try_model(handle: str, style: np.ndarray, tf_threads: int,
   configure_tf_threads(tf_threads, handle)
   try:
     stylizer = load_stylizer(handle, threads=tf_threads,
-                             expected_sha256=sha256, engine=engine,
+                             expected_sha256=sha256,
+                             expected_fingerprint=fingerprint, engine=engine,
                              precision=precision)
     try_stylizer(stylizer, stylizer.prepare_style(style), handle)
     return (stylizer.strength_mode(),

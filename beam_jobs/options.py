@@ -186,7 +186,8 @@ def validate(options: PipelineOptions, check_model: bool = True,
         status(f'loading model {model} ...')
       start = time.perf_counter()
       strength_mode, made_with = launch_checks.try_model(
-          source, style_pixels[0], tf_threads, sha256, o.engine, o.precision)
+          source, style_pixels[0], tf_threads, sha256, o.engine, o.precision,
+          fingerprint)
       if status:
         status(f'loading model {model} ... {time.perf_counter() - start:.1f} '
                f's ({made_with})')

@@ -47,6 +47,13 @@ def is_local(options: PipelineOptions) -> bool:
   return short_name(runner_name(options)) in LOCAL_RUNNERS
 
 
+def is_in_process(options: PipelineOptions) -> bool:
+  """A local run whose workers are this process (Beam's in-process runner,
+  not --direct_running_mode=multi_processing)."""
+  mode = options.view_as(DirectOptions).direct_running_mode
+  return is_local(options) and mode in (None, 'in_memory')
+
+
 def is_dataflow(options: PipelineOptions) -> bool:
   return short_name(runner_name(options)) in ('dataflow', 'testdataflow')
 

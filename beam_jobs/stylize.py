@@ -30,7 +30,7 @@ from transforms.inputs import ListInputs
 from transforms.layout import NAMING_RULE, SUMMARY_NAME
 from transforms.lease import (SUBMITTED_EXPIRY_S, Lease, LeaseHeld,
                               WorkerLease, held_message, release_at_end)
-from transforms.manifest import InputSetFn, WriteManifest, enforce_verdict
+from transforms.manifest import WriteManifest, enforce_verdict
 from transforms.native_logs import quiet_start
 from transforms.progress import (ProgressMonitor, RecordProgress,
                                  record_expected)
@@ -127,14 +127,13 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig) -> None:
   if job.wave is not None:
     # Each wave lists every input: a later wave that sees another set than
     # the first makes the run incomplete (transforms/manifest.py).
-    manifest_inputs += (listed
-                        | 'InputNames' >> beam.Map(input_name)
-                        | 'InputSet' >> beam.CombineGlobally(InputSetFn()),)
+    manifest_inputs += (listed | 'InputNames' >> beam.Map(input_name),)
   all_rows, summary = manifest_inputs | 'WriteManifest' >> WriteManifest(
       layout, job.styles, row_info, info, o.manifest_shards, job.wave,
       check_lease=True)
   report = (all_rows, summary) | 'WriteReport' >> WriteReport(
-      layout, job.styles, job.wave, (o.max_input_bytes, o.max_input_pixels))
+      layout, job.styles, job.wave, (o.max_input_bytes, o.max_input_pixels),
+      job.io_threads)
   if job.fail_job_on_verdict:
     # Remote runners: the job releases its lease once summary.json and the
     # report are written; then a bad run fails as a job, so schedulers see
@@ -264,6 +263,21 @@ def run(argv: Optional[Sequence[str]] = None,
   """
   launched_at = launched_at or time.time()
   options = parse(argv)
+  if runners.is_in_process(options):
+    # The model the launch loads to check it is the one the workers (this
+    # process) use, in every wave.
+    from transforms.models.loader import sharing_loaded_models
+    with sharing_loaded_models():
+      return _run(options, test_pipeline, check_model, progress_dir, wait,
+                  status, launched_at)
+  return _run(options, test_pipeline, check_model, progress_dir, wait,
+              status, launched_at)
+
+
+def _run(options: PipelineOptions, test_pipeline, check_model: bool,
+         progress_dir: Optional[str], wait: Optional[bool],
+         status: Optional[Callable[[str], None]], launched_at: float):
+  """run() once the options are parsed."""
   check_lease_first(options)
   job = validate(options, check_model=check_model, status=status)
   job.progress_dir = progress_dir

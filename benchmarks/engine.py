@@ -335,7 +335,8 @@ def child(flag: str, arg: str) -> dict:
 
 def dynamic_shape(engines, repeats: int) -> dict:
   """One compile for every shape (dynamic H, W) against per-shape compiles."""
-  import openvino as ov
+  from transforms.models.engine.openvino_import import import_openvino
+  ov = import_openvino()
   from transforms.models.engine.openvino_runtime import compile_config
   s = engines['ov_bf16']
   model = s.network.uint8_runner.model
@@ -445,7 +446,8 @@ def peak_rss() -> dict:
 
 def machine() -> dict:
   from transforms.models.engine import capabilities
-  import openvino
+  from transforms.models.engine.openvino_import import import_openvino
+  openvino = import_openvino()
   import tensorflow as tf
   info = {'cpus': os.cpu_count(), 'python': platform.python_version(),
           'openvino': openvino.__version__, 'tensorflow': tf.__version__,

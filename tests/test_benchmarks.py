@@ -28,9 +28,11 @@ def test_steady_state_is_the_marginal_rate_between_two_sizes():
 def test_harness_runs_and_writes_json(tmp_path, capsys):
   content = shared_path('images', 'content')
   model = shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')
+  # One pipeline run (in process): the overlap-off and multi-process runs
+  # only add flags to the same measure_pipeline call.
   code = main(['--n', '3', '--sizes', '128', '--seed_images', '2',
                '--limit_seconds', '0.5', '--batch_sweep', '1',
-               '--heic_repeats', '1',
+               '--heic_repeats', '1', '--no_multi', '--no_overlap_runs',
                '--content', str(content), '--model', str(model),
                '--data_dir', str(tmp_path / 'data'),
                '--results', str(tmp_path / 'results')])
@@ -40,8 +42,7 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
   result = json.loads(open(files[0]).read())
   entry = result['sizes']['128']
   assert entry['limit_images_per_s'] > 0
-  assert set(entry['runs']) == {'in_process_n3', 'in_process_no_overlap_n3',
-                                'multi_process_n3'}
+  assert set(entry['runs']) == {'in_process_n3'}
   assert entry['cpu_bound_limit_images_per_s'] < entry['limit_images_per_s']
   for run in entry['runs'].values():
     assert run['ok'] == 3 and run['peak_rss_mb'] > 0
@@ -54,7 +55,7 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
   assert heic['heic_full_s'] > 0 and heic['jpeg_full_s'] > 0
   assert heic['heic_128_s'] > 0 and heic['heic_over_jpeg_full'] > 0
   assert result['machine']['cpus'] >= 1
-  assert 'multi_process_n3' in capsys.readouterr().out
+  assert 'in_process_n3' in capsys.readouterr().out
   # The generated inputs are camera-like 4000x3000 JPEGs with EXIF.
   from PIL import Image
   with Image.open(tmp_path / 'data' / 'cam_0000.jpg') as im:
@@ -64,13 +65,13 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
 @pytest.mark.slow
 def test_scale_harness_checks_every_run(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr(scale, 'RESULTS', str(tmp_path / 'results'))
-  assert scale.main(['--sizes', '12', '20', '--data_dir',
+  assert scale.main(['--sizes', '4', '6', '--data_dir',
                      str(tmp_path / 'data')]) == 0
   files = glob.glob(str(tmp_path / 'results' / 'scale-*.json'))
   report = json.loads(open(files[0]).read())
   runs = {(r['n'], r['kind']): r for r in report['runs']}
-  assert set(runs) == {(12, 'first'), (12, 'rerun'), (20, 'first'),
-                       (20, 'rerun')}
+  assert set(runs) == {(4, 'first'), (4, 'rerun'), (6, 'first'),
+                       (6, 'rerun')}
   for (n, kind), r in runs.items():
     assert r['exit_code'] == 0 and r['lost_pairs'] == 0
     assert r['duplicate_rows'] == 0 and r['verdict'] == 'ok'
@@ -78,3 +79,47 @@ def test_scale_harness_checks_every_run(tmp_path, capsys, monkeypatch):
     assert r['peak_rss_mb'] > 0
   assert set(report['ratios']) == {'small', 'large', 'first', 'rerun'}
   assert 'ratios' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_engines_harness_quick_writes_the_table_keys(tmp_path, capsys):
+  # Two engine configurations, one archive, one tiny size, 2 and 3 images,
+  # in this process (--quick): only that the harness runs and writes what
+  # the README table reads (builtin: quick to load; no timing asserts).
+  from benchmarks import engines
+  code = engines.main([
+      '--quick', '--sizes', '64', '--engines', 'tf', 'auto',
+      '--archives', 'mixed', '--model', 'builtin',
+      '--content', str(shared_path('images', 'content')),
+      '--style', str(shared_path('images', 'style', 'towers_1916_sq.jpg')),
+      '--data_dir', str(tmp_path / 'data'),
+      '--results', str(tmp_path / 'results')])
+  assert code == 0
+  files = glob.glob(str(tmp_path / 'results' / 'engines-*.json'))
+  assert len(files) == 1
+  result = json.loads(open(files[0]).read())
+  assert result['n'] == [2, 3] and result['prices']['vcpu_hour_usd'] > 0
+  entry = result['runs']['64']['mixed']
+  assert len(entry['shapes']) == 3  # 4:3 and 3:2 landscape, portrait
+  assert entry['decode_encode']['total_s'] > 0
+  for name in ('tf', 'auto'):
+    model = entry['model_alone']['configs'][name]
+    assert model['threads_1_images_per_s'] > 0
+    assert model['threads_2_images_per_s'] > 0
+    assert entry['cpu_bound_limit_images_per_s'][name] > 0
+    for n in ('n2', 'n3'):
+      run = entry['pipeline'][name][n]
+      assert run['ok'] == int(n[1:]) and run['peak_rss_mb'] > 0
+      assert run['images_per_s'] > 0 and 'stylize_s' in run['stage_split_s']
+      assert run['loadavg_start'] and run['loadavg_end']
+    # Steady state needs N2 slower than N1: at 2 and 3 images it may not
+    # be, so these may be None, but they are always there.
+    for key in ('steady_state_images_per_s', 'peak_rss_mb',
+                'cost_per_million'):
+      assert name in entry[key]
+    for key in ('steady_state_vs_tf', 'pipeline_over_own_cpu_bound',
+                'pipeline_over_new_cpu_bound', 'peak_rss_vs_tf',
+                'model_alone_vs_tf'):
+      assert name in entry['ratios'][key]
+  assert 'targets' in result and result['loadavg_end']
+  assert 'auto (openvino bf16)' in capsys.readouterr().out

@@ -135,10 +135,14 @@ def test_controls_agree_on_both_engines(reference, photos, model):
 
 def test_switching_engines_redoes_the_work_and_says_so(tmp_path, photos,
                                                        model):
-  argv = ['--input', str(photos), '--output', str(tmp_path / 'out'),
+  # Two photos of one shape: the identity is the subject, not the shapes.
+  argv = ['--input', str(photos / 'p0_512x384.png'), '--input',
+          str(photos / 'p7_512x384.png'), '--output', str(tmp_path / 'out'),
           '--model', model, '--max_size', '256', '--style',
           *_styles('bricks_sq.jpg')]
   run(argv + ['--engine', 'tf'])
+  assert {(r['status'], r['engine']) for r in manifest_rows(
+      tmp_path / 'out')} == {('ok', 'tf')}
   run(argv + ['--engine', 'openvino'])
   rows = manifest_rows(tmp_path / 'out')
   assert {(r['status'], r['engine']) for r in rows} == {('ok', 'openvino')}

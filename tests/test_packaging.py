@@ -106,22 +106,28 @@ def tiny_job(tmp: pathlib.Path):
           '--quiet']
 
 
-def check_scripts(bin_dir: pathlib.Path, tmp: pathlib.Path, model: str):
-  """Runs the installed console scripts the way a user does."""
+def check_launchers(bin_dir: pathlib.Path, tmp: pathlib.Path):
+  """The console scripts are plain entry-point launchers, and they start:
+  `stylize-inspect builtin` imports TensorFlow and tensorflow_hub (the
+  launch that crashed under setup.py-only packaging)."""
   for name in SCRIPTS:
     launcher = (bin_dir / name).read_text()
     assert 'EASY-INSTALL' not in launcher and 'pkg_resources' not in launcher
-  shown = run([bin_dir / 'stylize', '--help'], cwd=tmp)
-  assert shown.returncode == 0, shown.stderr
-  assert '--max_size' in shown.stdout and '--route_model' in shown.stdout
-  trained = run([bin_dir / 'stylize-train', '--help'], cwd=tmp)
-  assert trained.returncode == 0 and '--feature_model' in trained.stdout
-  # builtin imports TensorFlow and tensorflow_hub: the launch that crashed.
   inspected = run([bin_dir / 'stylize-inspect', 'builtin', '--json',
                    '--size', '64'], cwd=tmp,
                   env={'STYLIZE_CACHE_DIR': str(tmp / 'cache')})
   assert inspected.returncode == 0, inspected.stderr
   assert json.loads(inspected.stdout)['kind'] == 'builtin'
+
+
+def check_scripts(bin_dir: pathlib.Path, tmp: pathlib.Path, model: str):
+  """Runs the installed console scripts the way a user does."""
+  check_launchers(bin_dir, tmp)
+  shown = run([bin_dir / 'stylize', '--help'], cwd=tmp)
+  assert shown.returncode == 0, shown.stderr
+  assert '--max_size' in shown.stdout and '--route_model' in shown.stdout
+  trained = run([bin_dir / 'stylize-train', '--help'], cwd=tmp)
+  assert trained.returncode == 0 and '--feature_model' in trained.stdout
   job = run([bin_dir / 'stylize', *tiny_job(tmp), '--model', model],
             cwd=tmp, env={'STYLIZE_CACHE_DIR': str(tmp / 'cache')})
   assert job.returncode == 0, job.stderr
@@ -142,7 +148,10 @@ def test_reinstalled_console_scripts_work(tmp_path, pip):
   where = run([venv / 'bin' / 'python', '-c',
                'import beam_jobs; print(beam_jobs.__file__)'], cwd=tmp_path)
   assert where.stdout.startswith(str(src)), where.stdout
-  check_scripts(venv / 'bin', tmp_path, 'magenta-lite')
+  if pip == 'bundled':  # The README's pip: every script, and a job.
+    check_scripts(venv / 'bin', tmp_path, 'magenta-lite')
+  else:  # Another pip writes the same launchers: that they start.
+    check_launchers(venv / 'bin', tmp_path)
 
 
 @pytest.mark.slow

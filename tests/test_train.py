@@ -533,15 +533,19 @@ def test_fine_tune_trains_the_feature_layer(tmp_path, features_model):
 
 
 @pytest.mark.slow
-def test_a_retrain_that_fails_keeps_the_working_router(tmp_path,
-                                                       features_model,
-                                                       monkeypatch):
+def test_a_failed_retrain_keeps_the_router_and_bad_images_are_left_out(
+    tmp_path, features_model, monkeypatch):
   from training import model as keras_model
   data = small_set(tmp_path / 'data', per_class=3,
                    classes=('document', 'photo'))
+  (data / 'photo' / 'broken.jpg').write_bytes(b'not a jpeg')
   router = tmp_path / 'router'
   args = train_args(data, router, features_model, '--epochs', '2')
-  train(args, out=lambda _: None)
+  report = train(args, out=lambda _: None)
+  # An unreadable training image is left out, with its reason.
+  assert [u['uri'] for u in report['unreadable']] == [
+      str(data / 'photo' / 'broken.jpg')]
+  assert 'not an image' in report['unreadable'][0]['reason']
   before = json.loads((router / ROUTER_FILE).read_text())
 
   def crash(*_, **__):
@@ -564,19 +568,6 @@ def test_a_retrain_that_fails_keeps_the_working_router(tmp_path,
   # Only the router's own model is left.
   assert [p.name for p in (router / 'models').iterdir()] == [
       after['router_id']]
-
-
-@pytest.mark.slow
-def test_unreadable_training_image_is_left_out_with_reason(tmp_path,
-                                                          features_model):
-  data = small_set(tmp_path / 'data', per_class=3,
-                   classes=('document', 'photo'))
-  (data / 'photo' / 'broken.jpg').write_bytes(b'not a jpeg')
-  report = train(train_args(data, tmp_path / 'router', features_model,
-                            '--epochs', '2'), out=lambda _: None)
-  assert [u['uri'] for u in report['unreadable']] == [
-      str(data / 'photo' / 'broken.jpg')]
-  assert 'not an image' in report['unreadable'][0]['reason']
 
 
 @pytest.mark.slow

@@ -135,13 +135,13 @@ def test_a_run_in_waves_accounts_for_every_pair_once(tmp_path, samples,
   listing.write_text(str(tmp_path / 'in' / 'd0' / '.' / 'img000.jpg') + '\n')
   monkeypatch.setattr(report, 'MAX_SAMPLES', 5)
   argv = _argv(tmp_path, samples, '--input_list', str(listing),
-               '--wave_pairs', '8')
+               '--wave_pairs', '12')
   result = run(argv)
   out = tmp_path / 'out'
-  # 17 inputs and one alias, 2 styles: 36 pairs counted -> 5 waves.
+  # 17 inputs and one alias, 2 styles: 36 pairs counted -> 3 waves.
   shards = sorted(p.name for p in out.glob('manifest*.jsonl'))
-  assert shards == [f'manifest-w000{i}-of-0005-00000-of-00001.jsonl'
-                    for i in range(5)]
+  assert shards == [f'manifest-w000{i}-of-0003-00000-of-00001.jsonl'
+                    for i in range(3)]
   rows = manifest_rows(out)
   pairs = [(r['input'], r['style']) for r in rows]
   assert len(pairs) == len(set(pairs)) == 34  # 17 files x 2 styles, once.
@@ -151,7 +151,7 @@ def test_a_run_in_waves_accounts_for_every_pair_once(tmp_path, samples,
   s = summary(out)
   assert s['counts'] == {'ok': 28, 'failed': 6, 'skipped': 0}
   assert s['total'] == s['expected_pairs'] == 34
-  assert s['files_ignored'] == 1 and s['waves'] == 5
+  assert s['files_ignored'] == 1 and s['waves'] == 3
   assert s['verdict'] == 'ok'
   assert sorted(s['manifest']) == sorted(str(out / n) for n in shards)
   # The report shows the first pairs of the whole run (not of one wave),
@@ -167,7 +167,7 @@ def test_a_run_in_waves_accounts_for_every_pair_once(tmp_path, samples,
   for src in re.findall(r'<img src="([^"]+)"', page):
     assert (out / src).is_file()
   assert not list((out / '.stylize' / 'tmp').glob('*'))
-  assert 'in 5 waves' in format_summary(s).splitlines()[0]
+  assert 'in 3 waves' in format_summary(s).splitlines()[0]
 
   # A rerun in a different number of waves skips everything; then a run in
   # one wave replaces the wave shards with its own.

@@ -348,6 +348,101 @@ class InputSetFn(beam.CombineFn):
     return acc
 
 
+# What RunTotalsFn adds up, by kind of element.
+ROW, IGNORED, ORPHAN, PAIRS, INPUT = 'row', 'ignored', 'orphan', 'pairs', 'input'
+
+
+def _smallest(items: List, n: int) -> List:
+  return sorted(items)[:n]
+
+
+class RunTotalsFn(beam.CombineFn):
+  """Everything summary.json adds up, in one combiner: (kind, value)
+  elements -> the rows' counts (SummaryCombineFn), the first failed pairs,
+  the ignored files and the orphaned outputs (counts and the first of each
+  by name), the expected rows and the listed input set (waves).
+
+  Written as one CombineFn rather than a Beam combiner per figure (Count,
+  Top.Smallest, ToList, ...) because each global combine is its own stages
+  and side input: eight of them were most of the pipeline's graph, paid
+  again by every run and every wave. Lists are kept to their first n as
+  they grow, so the accumulator stays small.
+  """
+
+  _LISTS = {'failed': FAILED_LISTED, 'ignored_files': IGNORED_LISTED,
+            'orphan_files': ORPHANS_LISTED}
+
+  def __init__(self):
+    self._rows = SummaryCombineFn()
+    self._inputs = InputSetFn()
+
+  def create_accumulator(self):
+    return {'acc': self._rows.create_accumulator(), 'failed': [],
+            'ignored': 0, 'ignored_files': [], 'orphans': 0,
+            'orphan_files': [], 'expected_pairs': 0,
+            'input_set': self._inputs.create_accumulator()}
+
+  def _trim(self, acc, key):
+    if len(acc[key]) > 2 * self._LISTS[key]:
+      acc[key] = _smallest(acc[key], self._LISTS[key])
+
+  def add_input(self, acc, element):
+    kind, value = element
+    if kind == ROW:
+      acc['acc'] = self._rows.add_input(acc['acc'], value)
+      if value.status == Status.FAILED:
+        acc['failed'].append(failed_sample(value))
+        self._trim(acc, 'failed')
+    elif kind == IGNORED:
+      acc['ignored'] += 1
+      acc['ignored_files'].append(value)
+      self._trim(acc, 'ignored_files')
+    elif kind == ORPHAN:
+      acc['orphans'] += 1
+      acc['orphan_files'].append(value)
+      self._trim(acc, 'orphan_files')
+    elif kind == PAIRS:
+      acc['expected_pairs'] += value
+    elif kind == INPUT:
+      acc['input_set'] = self._inputs.add_input(acc['input_set'], value)
+    else:
+      raise ValueError(f'RunTotalsFn: unknown kind {kind!r}')
+    return acc
+
+  def merge_accumulators(self, accs):
+    accs = list(accs)
+    out = self.create_accumulator()
+    out['acc'] = self._rows.merge_accumulators([a['acc'] for a in accs])
+    out['input_set'] = self._inputs.merge_accumulators(
+        [a['input_set'] for a in accs])
+    for key in ('ignored', 'orphans', 'expected_pairs'):
+      out[key] = sum(a[key] for a in accs)
+    for key, n in self._LISTS.items():
+      out[key] = _smallest([x for a in accs for x in a[key]], n)
+    return out
+
+  def extract_output(self, acc):
+    return dict(acc, **{key: _smallest(acc[key], n)
+                        for key, n in self._LISTS.items()})
+
+
+def _tagged(kind: str):
+  return lambda value: (kind, value)
+
+
+def summarize(totals: Dict, manifests: List[str], layout: OutputLayout,
+              info: Dict, wave: Optional[Wave] = None,
+              with_input_set: bool = False) -> Dict:
+  """RunTotalsFn's totals -> write_summary."""
+  return write_summary(
+      totals['acc'], totals['ignored'], sorted(manifests),
+      totals['expected_pairs'], layout, info,
+      ignored_files=totals['ignored_files'], wave=wave,
+      failed=totals['failed'],
+      input_set=tuple(totals['input_set']) if with_input_set else None,
+      orphans=totals['orphans'], orphan_files=totals['orphan_files'])
+
+
 class WriteManifest(beam.PTransform):
   """(ok rows, Failures, other rows, ignored paths) -> (rows, summary).
 
@@ -379,7 +474,7 @@ class WriteManifest(beam.PTransform):
     take the corrections (routing: rows for an image's class only)."""
     ok_rows, failures, other_rows, ignored, expected_rows, deltas = inputs[:6]
     orphans = inputs[6] if len(inputs) > 6 else None
-    input_set = inputs[7] if len(inputs) > 7 else None
+    input_names = inputs[7] if len(inputs) > 7 else None
     failed_rows = failures | 'FailureRows' >> beam.FlatMap(
         failure_rows, self._styles, self._row_info)
     rows = ((ok_rows, failed_rows) + tuple(other_rows)
@@ -389,37 +484,22 @@ class WriteManifest(beam.PTransform):
                | 'WriteJsonl' >> beam.io.Write(
                    ManifestSink(self._layout, self._shards, self._wave,
                                 self._check_lease)))
-    manifests = (written
-                 | 'WrittenList' >> beam.combiners.ToList()
-                 | 'Sorted' >> beam.Map(sorted))
-    counts = rows | 'Count' >> beam.CombineGlobally(SummaryCombineFn())
-    n_ignored = ignored | 'CountIgnored' >> beam.combiners.Count.Globally()
-    if orphans is None:
-      orphans = ignored.pipeline | 'NoOrphans' >> beam.Create([])
-    n_orphans = orphans | 'CountOrphans' >> beam.combiners.Count.Globally()
-    some_orphans = orphans | 'SomeOrphans' >> beam.combiners.Top.Smallest(
-        ORPHANS_LISTED)
-    # A bounded sample to name in the summary (Top lifts before the shuffle).
-    ignored_files = ignored | 'IgnoredFiles' >> beam.combiners.Top.Smallest(
-        IGNORED_LISTED)
-    failed = (rows
-              | 'FailedRows' >> beam.Filter(is_failed)
-              | 'FailedSample' >> beam.Map(failed_sample)
-              | 'FirstFailed' >> beam.combiners.Top.Smallest(FAILED_LISTED))
-    pairs = expected_rows
-    if deltas:
-      pairs = (pairs,) + tuple(deltas) | 'WithCorrections' >> beam.Flatten()
-    expected = pairs | 'ExpectedRows' >> beam.CombineGlobally(sum)
-    summary = counts | 'WriteSummary' >> beam.Map(
-        write_summary,
-        ignored=beam.pvalue.AsSingleton(n_ignored),
-        ignored_files=beam.pvalue.AsSingleton(ignored_files),
-        failed=beam.pvalue.AsSingleton(failed),
-        orphans=beam.pvalue.AsSingleton(n_orphans),
-        orphan_files=beam.pvalue.AsSingleton(some_orphans),
-        manifests=beam.pvalue.AsSingleton(manifests),
-        expected_pairs=beam.pvalue.AsSingleton(expected),
+    manifests = written | 'WrittenList' >> beam.combiners.ToList()
+    # Every figure of the summary, tagged by kind, in one combiner.
+    parts = [rows | 'TagRows' >> beam.Map(_tagged(ROW)),
+             ignored | 'TagIgnored' >> beam.Map(_tagged(IGNORED)),
+             expected_rows | 'TagPairs' >> beam.Map(_tagged(PAIRS))]
+    parts += [d | f'TagCorrections{i}' >> beam.Map(_tagged(PAIRS))
+              for i, d in enumerate(deltas)]
+    if orphans is not None:
+      parts.append(orphans | 'TagOrphans' >> beam.Map(_tagged(ORPHAN)))
+    if input_names is not None:
+      parts.append(input_names | 'TagInputs' >> beam.Map(_tagged(INPUT)))
+    totals = (parts
+              | 'AllFigures' >> beam.Flatten()
+              | 'Totals' >> beam.CombineGlobally(RunTotalsFn()))
+    summary = totals | 'WriteSummary' >> beam.Map(
+        summarize, manifests=beam.pvalue.AsSingleton(manifests),
         layout=self._layout, info=self._info, wave=self._wave,
-        **({'input_set': beam.pvalue.AsSingleton(input_set)}
-           if input_set is not None else {}))
+        with_input_set=input_names is not None)
     return rows, summary

@@ -11,12 +11,13 @@ import io
 import logging
 import posixpath
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from PIL import Image
 
-from transforms import paths
+from transforms import overlap, paths
 from transforms.decode import (DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS,
                                decode_image, read_file_within)
 from transforms.layout import OutputLayout
@@ -248,6 +249,12 @@ def write_report(summary: Dict, samples: List[ManifestRow],
   return uri
 
 
+def _write_picked(summary: Dict, picks: Dict, thumbs: List[Dict],
+                  **kwargs) -> str:
+  return write_report(summary, picks['samples'], picks['failures'], thumbs,
+                      **kwargs)
+
+
 def _sample_uris(rows: List[ManifestRow]) -> List[str]:
   return [u for r in rows for u in (r.input, r.output) if u]
 
@@ -256,48 +263,87 @@ def _shown(row: ManifestRow) -> bool:
   return row.status in (Status.OK, Status.SKIPPED) and bool(row.output)
 
 
+class ReportPicksFn(beam.CombineFn):
+  """Manifest rows -> {'samples': the first MAX_SAMPLES shown pairs,
+  'failures': the first MAX_FAILURES failed ones} (by input, then style).
+
+  One combiner for both (each Beam combiner is its own stages and side
+  input); the lists are kept to their first n as they grow.
+  """
+
+  def __init__(self):
+    # The limits when the pipeline is built (tests may lower them).
+    self._limits = {'samples': MAX_SAMPLES, 'failures': MAX_FAILURES}
+
+  def create_accumulator(self):
+    return {'samples': [], 'failures': []}
+
+  def _keep(self, acc, key, row):
+    acc[key].append(row)
+    if len(acc[key]) > 2 * self._limits[key]:
+      acc[key] = sorted(acc[key], key=_sample_key)[:self._limits[key]]
+
+  def add_input(self, acc, row: ManifestRow):
+    if _shown(row):
+      self._keep(acc, 'samples', row)
+    elif row.status == Status.FAILED:
+      self._keep(acc, 'failures', row)
+    return acc
+
+  def merge_accumulators(self, accs):
+    accs = list(accs)
+    return {key: sorted([r for a in accs for r in a[key]],
+                        key=_sample_key)[:n]
+            for key, n in self._limits.items()}
+
+  def extract_output(self, acc):
+    return self.merge_accumulators([acc])
+
+
+def _make_thumbs(picks: Dict, style_uris: Sequence[str],
+                 layout: OutputLayout, limits: Tuple[int, int],
+                 threads: Optional[int]) -> List[Dict[str, object]]:
+  """Every image the report shows, once, made into a thumbnail. On one
+  worker with --io_threads threads (a few hundred small images: Pillow's
+  decode and resize let go of the GIL), since a stage of its own per
+  thumbnail costs more in Beam than the thumbnail; at most `threads` files
+  of up to --max_input_bytes are held at once."""
+  uris = list(dict.fromkeys(_sample_uris(picks['samples']) +
+                            list(style_uris)))
+  with ThreadPoolExecutor(threads or overlap.default_threads(),
+                          thread_name_prefix='stylize-thumb') as pool:
+    return list(pool.map(lambda u: make_thumb(u, layout, limits), uris))
+
+
 class WriteReport(beam.PTransform):
   """(manifest rows, summary dict) -> {output}/report.html and thumbnails.
 
   Shows the first MAX_SAMPLES (by input path) done pairs and up to
-  MAX_FAILURES failures; thumbnails are made on the workers, in parallel.
+  MAX_FAILURES failures; thumbnails are made in parallel threads on one worker.
   """
 
   def __init__(self, layout: OutputLayout, styles: Sequence[StyleRef],
                wave: Optional[Wave] = None,
                limits: Tuple[int, int] = (DEFAULT_MAX_INPUT_BYTES,
-                                          DEFAULT_MAX_PIXELS)):
+                                          DEFAULT_MAX_PIXELS),
+               threads: Optional[int] = None):
     """limits: (--max_input_bytes, --max_input_pixels) for the files read
-    for thumbnails."""
+    for thumbnails; threads: thumbnails made at once (--io_threads;
+    None: the I/O stages' default, overlap.default_threads)."""
     super().__init__()
     self._limits = tuple(limits)
+    self._threads = threads
     self._layout = layout
     self._styles = list(styles)
     self._wave = wave
 
   def expand(self, inputs):
     rows, summary = inputs
-    samples = (rows
-               | 'Done' >> beam.Filter(_shown)
-               | 'FirstDone' >> beam.combiners.Top.Smallest(
-                   MAX_SAMPLES, key=_sample_key))
-    failures = (rows
-                | 'Failed' >> beam.Filter(lambda r: r.status == Status.FAILED)
-                | 'FirstFailed' >> beam.combiners.Top.Smallest(
-                    MAX_FAILURES, key=_sample_key))
+    picks = rows | 'FirstPairs' >> beam.CombineGlobally(ReportPicksFn())
     style_uris = [u for s in self._styles for u, _ in s.parts]
-    thumb_uris = (
-        (samples
-         | 'SampleUris' >> beam.FlatMap(_sample_uris).with_output_types(str),
-         rows.pipeline | 'StyleUris' >> beam.Create(style_uris))
-        | 'AllThumbUris' >> beam.Flatten()
-        | 'Distinct' >> beam.Distinct())
-    thumbs = (thumb_uris
-              | 'Thumb' >> beam.Map(make_thumb, self._layout, self._limits)
-              | 'AllThumbs' >> beam.combiners.ToList())
+    thumbs = picks | 'Thumbs' >> beam.Map(
+        _make_thumbs, style_uris, self._layout, self._limits, self._threads)
     return summary | 'WriteHtml' >> beam.Map(
-        write_report,
-        samples=beam.pvalue.AsSingleton(samples),
-        failures=beam.pvalue.AsSingleton(failures),
+        _write_picked, picks=beam.pvalue.AsSingleton(picks),
         thumbs=beam.pvalue.AsSingleton(thumbs),
         styles=self._styles, layout=self._layout, wave=self._wave)

@@ -61,7 +61,8 @@ class BatchedLiteStylizer(LiteStylizer):
                   'rounds int8 differently); --engine openvino moves it.',
                   handle, os.path.basename(transfer))
       return
-    import openvino as ov  # pylint: disable=import-outside-toplevel
+    from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+    ov = import_openvino()
     from transforms.models.engine.openvino_runtime import OpenVINORunner  # pylint: disable=import-outside-toplevel
     model = ov.convert_model(transfer)
     # Inputs told apart by their last dimension (3: image, 100: vector).

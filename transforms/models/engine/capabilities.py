@@ -40,7 +40,8 @@ def cpu_flags() -> FrozenSet[str]:
 def openvino_capabilities() -> FrozenSet[str]:
   """OpenVINO's OPTIMIZATION_CAPABILITIES of the CPU (empty without it)."""
   try:
-    import openvino as ov  # pylint: disable=import-outside-toplevel
+    from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+    ov = import_openvino()
     return frozenset(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
   except Exception:  # pylint: disable=broad-except
     return frozenset()
@@ -49,7 +50,8 @@ def openvino_capabilities() -> FrozenSet[str]:
 @functools.lru_cache(maxsize=1)
 def openvino_available() -> bool:
   try:
-    import openvino  # pylint: disable=import-outside-toplevel,unused-import
+    from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+    import_openvino()
     return True
   except ImportError:
     return False

@@ -59,7 +59,8 @@ LATENCY = 'LATENCY'
 
 
 def _core():
-  import openvino as ov  # pylint: disable=import-outside-toplevel
+  from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+  ov = import_openvino()
   return ov.Core()
 
 

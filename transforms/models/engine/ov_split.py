@@ -34,7 +34,8 @@ def convert(source: Any):
   tools/ovc/convert.py): after a failed conversion every later warning of
   the job would be lost. So the root logger is restored here either way.
   """
-  import openvino as ov  # pylint: disable=import-outside-toplevel
+  from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+  ov = import_openvino()
   root = logging.getLogger()
   state = (root.level, list(root.filters), list(root.handlers))
   try:
@@ -109,7 +110,8 @@ def uint8_io(model, image_input: int = 0):
   equals the host's rounding of the float output, tested), and cost
   nothing measurable next to the network.
   """
-  import openvino as ov  # pylint: disable=import-outside-toplevel
+  from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+  ov = import_openvino()
   import numpy as np  # pylint: disable=import-outside-toplevel
   from openvino import opset13 as ops  # pylint: disable=import-outside-toplevel
   from openvino.preprocess import PrePostProcessor  # pylint: disable=import-outside-toplevel
@@ -149,7 +151,8 @@ def cut(model, vector_name: Optional[str] = None,
   transfer: (content image, vector) -> image, its inputs in that order, the
   vector named VECTOR_INPUT.
   """
-  import openvino as ov  # pylint: disable=import-outside-toplevel
+  from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+  ov = import_openvino()
   from openvino import opset13 as ops  # pylint: disable=import-outside-toplevel
   ci = _param_index(model, content_name, 0)
   si = _param_index(model, style_name, 1)
