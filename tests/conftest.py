@@ -18,9 +18,9 @@ SHARED = pathlib.Path(os.environ.get('STYLIZE_SHARED_DIR',
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
-def _scratch_folder() -> str:
-  """The suite's own system temporary folder, {tmp}/stylize-tests-<uid>
-  (made 0700, refused if another user owns it or it is a link)."""
+def _scratch_parent() -> str:
+  """{tmp}/stylize-tests-<uid>: the parent of every session's own temporary
+  folder (made 0700, refused if another user owns it or it is a link)."""
   path = os.path.join(tempfile.gettempdir(), f'stylize-tests-{os.getuid()}')
   os.makedirs(path, mode=0o700, exist_ok=True)
   info = os.lstat(path)
@@ -30,17 +30,50 @@ def _scratch_folder() -> str:
   return path
 
 
+_SESSION_PREFIX = 'session-'
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _remove_dead_sessions(parent: str) -> None:
+  """Folders of earlier sessions whose process is gone (killed runs)."""
+  for name in os.listdir(parent):
+    if not name.startswith(_SESSION_PREFIX):
+      continue
+    try:
+      pid = int(name[len(_SESSION_PREFIX):].split('-', 1)[0])
+    except ValueError:
+      continue
+    if not _alive(pid):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 def pytest_configure(config):
   """Everything the suite, and the commands and processes it starts, put in
-  the system temporary folder goes to one folder of its own (TMPDIR), which
-  the session empties at its end: processes killed on purpose by the tests
-  leave their temporary files there, not in /tmp. pytest's own basetemp
-  (pytest-of-<user>, the last 3 sessions kept) lives there too. The
-  commands' own clean-up is tested with a fresh TMPDIR each
+  the system temporary folder goes to a folder of this session's own
+  (TMPDIR), {tmp}/stylize-tests-<uid>/session-<pid>-*, removed at the
+  session's end: processes killed on purpose by the tests leave their
+  temporary files there, not in /tmp. One folder per session, so two test
+  sessions at once (a developer's and CI's, or a loop of runs) never remove
+  each other's files. pytest's own basetemp (pytest-of-<user>, the last 3
+  sessions kept) is beside it (PYTEST_DEBUG_TEMPROOT). The commands' own
+  clean-up is tested with a fresh TMPDIR each
   (test_first_run.py::test_commands_leave_nothing_in_the_temporary_folder)."""
   if os.environ.get('STYLIZE_TEST_TMPDIR'):  # xdist workers: the controller's.
     return
-  scratch = _scratch_folder()
+  parent = _scratch_parent()
+  _remove_dead_sessions(parent)
+  scratch = tempfile.mkdtemp(prefix=f'{_SESSION_PREFIX}{os.getpid()}-',
+                             dir=parent)
+  os.environ.setdefault('PYTEST_DEBUG_TEMPROOT', parent)
   os.environ['STYLIZE_TEST_TMPDIR'] = scratch
   os.environ['TMPDIR'] = scratch
   tempfile.tempdir = scratch
@@ -52,18 +85,8 @@ _SCRATCH = pytest.StashKey[str]()
 
 def pytest_unconfigure(config):
   scratch = config.stash.get(_SCRATCH, None)
-  if not scratch:
-    return
-  for name in os.listdir(scratch):
-    if not name.startswith('pytest-of-'):
-      path = os.path.join(scratch, name)
-      if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-      else:
-        try:
-          os.remove(path)
-        except OSError:
-          pass
+  if scratch:
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def shared_path(*parts) -> pathlib.Path:
