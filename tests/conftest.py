@@ -1,5 +1,6 @@
 """Shared fixtures: the ../shared data, a private model cache, image makers."""
 
+import fcntl
 import io
 import os
 import pathlib
@@ -17,6 +18,12 @@ SHARED = pathlib.Path(os.environ.get('STYLIZE_SHARED_DIR',
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+# OpenVINO's usage telemetry off in the test processes too: test modules
+# import openvino themselves (pytest.importorskip), before the job's own
+# import could switch it off (transforms/models/engine/openvino_import.py).
+from transforms.models.engine.openvino_import import disable_telemetry  # pylint: disable=wrong-import-position
+disable_telemetry()
+
 
 def _scratch_parent() -> str:
   """{tmp}/stylize-tests-<uid>: the parent of every session's own temporary
@@ -31,36 +38,48 @@ def _scratch_parent() -> str:
 
 
 _SESSION_PREFIX = 'session-'
+# Held (flock) by the session that owns the folder for as long as it runs:
+# whether a session is alive is asked of its lock, not of its process id
+# (pids are per namespace: a session in a container sharing /tmp would see
+# the host's sessions as gone).
+_SESSION_LOCK = '.session.lock'
+_held_locks = []
 
 
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
+def _lock_session(folder: str) -> None:
+  fd = os.open(os.path.join(folder, _SESSION_LOCK), os.O_CREAT | os.O_RDWR,
+               0o600)
+  fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  _held_locks.append(fd)  # Open, hence held, until this process ends.
 
 
 def _remove_dead_sessions(parent: str) -> None:
-  """Folders of earlier sessions whose process is gone (killed runs)."""
+  """Folders of earlier sessions that are gone (killed runs): their lock
+  is free. A folder without a lock yet (a session starting) is left."""
   for name in os.listdir(parent):
     if not name.startswith(_SESSION_PREFIX):
       continue
+    path = os.path.join(parent, name)
     try:
-      pid = int(name[len(_SESSION_PREFIX):].split('-', 1)[0])
-    except ValueError:
+      fd = os.open(os.path.join(path, _SESSION_LOCK), os.O_RDWR)
+    except OSError:
       continue
-    if not _alive(pid):
-      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    try:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
+        continue  # Held: a session that runs.
+      shutil.rmtree(path, ignore_errors=True)
+    finally:
+      os.close(fd)
 
 
 def pytest_configure(config):
   """Everything the suite, and the commands and processes it starts, put in
   the system temporary folder goes to a folder of this session's own
-  (TMPDIR), {tmp}/stylize-tests-<uid>/session-<pid>-*, removed at the
-  session's end: processes killed on purpose by the tests leave their
+  (TMPDIR), {tmp}/stylize-tests-<uid>/session-<pid>-*, locked while the
+  session runs and removed at its end (or by a later session, once its lock
+  is free): processes killed on purpose by the tests leave their
   temporary files there, not in /tmp. One folder per session, so two test
   sessions at once (a developer's and CI's, or a loop of runs) never remove
   each other's files. pytest's own basetemp (pytest-of-<user>, the last 3
@@ -73,6 +92,7 @@ def pytest_configure(config):
   _remove_dead_sessions(parent)
   scratch = tempfile.mkdtemp(prefix=f'{_SESSION_PREFIX}{os.getpid()}-',
                              dir=parent)
+  _lock_session(scratch)
   os.environ.setdefault('PYTEST_DEBUG_TEMPROOT', parent)
   os.environ['STYLIZE_TEST_TMPDIR'] = scratch
   os.environ['TMPDIR'] = scratch

@@ -346,3 +346,30 @@ def test_io_stages_bound_the_bytes_they_hold_in_flight():
   # At most two 100-byte elements at a time; the 1000-byte one alone.
   assert max(b for b in fn.pending_bytes) <= 1000
   assert all(b <= 250 or b == 1000 for b in fn.pending_bytes)
+
+
+def test_byte_budget_holds_at_most_its_limit_and_a_huge_item_alone():
+  """The report's thumbnails are made by a thread pool within the I/O
+  stages' byte budget (transforms/overlap.ByteBudget): whatever the timing,
+  the bytes reserved at once never pass the limit, except one reservation
+  larger than the limit, which then holds the budget alone."""
+  import threading
+  from concurrent.futures import ThreadPoolExecutor
+  from transforms.overlap import ByteBudget
+  budget = ByteBudget(100)
+  held, seen, lock = [], [], threading.Lock()
+
+  def work(n):
+    with budget.reserve(n):
+      with lock:
+        held.append(n)
+        seen.append(list(held))
+      with lock:
+        held.remove(n)
+
+  sizes = [30, 40, 30, 250, 10, 60, 60, 100, 5] * 20
+  with ThreadPoolExecutor(8) as pool:
+    list(pool.map(work, sizes))
+  assert len(seen) == len(sizes)
+  for together in seen:
+    assert sum(together) <= 100 or together == [250], together

@@ -16,7 +16,9 @@ BatchElements batch, they do not overlap stages within a bundle).
 
 import collections
 import concurrent.futures
+import contextlib
 import os
+import threading
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
@@ -36,6 +38,32 @@ BYTES_IN_FLIGHT = 256 << 20
 
 def default_threads() -> int:
   return max(1, min(8, os.cpu_count() or 1))
+
+
+class ByteBudget:
+  """At most `limit` bytes reserved at once by threads of a plain pool (the
+  report's thumbnails): reserve(n) waits while others hold the budget; a
+  reservation larger than the whole budget waits until nothing else is
+  reserved and then runs alone, as in OverlappedDoFn. Written by hand:
+  concurrent.futures and threading have no weighted semaphore."""
+
+  def __init__(self, limit: int = BYTES_IN_FLIGHT):
+    self._limit = limit
+    self._used = 0
+    self._changed = threading.Condition()
+
+  @contextlib.contextmanager
+  def reserve(self, n: int):
+    with self._changed:
+      while self._used and self._used + n > self._limit:
+        self._changed.wait()
+      self._used += n
+    try:
+      yield
+    finally:
+      with self._changed:
+        self._used -= n
+        self._changed.notify_all()
 
 
 class OverlappedDoFn(beam.DoFn):

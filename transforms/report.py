@@ -23,7 +23,7 @@ from transforms.decode import (DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS,
 from transforms.layout import OutputLayout
 from transforms.records import ManifestRow, Status, StyleRef
 from transforms.waves import Wave
-from transforms.storage import (remove_own_temporary,
+from transforms.storage import (remove_own_temporary, stat,
                                 write_file)
 
 logger = logging.getLogger(__name__)
@@ -300,19 +300,37 @@ class ReportPicksFn(beam.CombineFn):
     return self.merge_accumulators([acc])
 
 
+def _thumb_weight(uri: str, limits: Tuple[int, int]) -> int:
+  """Bytes a thumbnail holds while it is made: the file (as listed, within
+  --max_input_bytes) and its decoded pixels (about ten times the file, as
+  DecodeImages.weight reckons, within --max_input_pixels)."""
+  max_bytes, max_pixels = limits
+  entry = stat(uri)  # Literally: names may hold glob characters.
+  # Unreadable: make_thumb says why.
+  size = max_bytes if entry.error else min(entry.size, max_bytes)
+  return size + min(3 * max_pixels, 10 * size)
+
+
 def _make_thumbs(picks: Dict, style_uris: Sequence[str],
                  layout: OutputLayout, limits: Tuple[int, int],
                  threads: Optional[int]) -> List[Dict[str, object]]:
   """Every image the report shows, once, made into a thumbnail. On one
   worker with --io_threads threads (a few hundred small images: Pillow's
   decode and resize let go of the GIL), since a stage of its own per
-  thumbnail costs more in Beam than the thumbnail; at most `threads` files
-  of up to --max_input_bytes are held at once."""
+  thumbnail costs more in Beam than the thumbnail; the bytes held at once
+  stay within the I/O stages' budget (overlap.ByteBudget: a few photos at a
+  time, one huge scan alone)."""
   uris = list(dict.fromkeys(_sample_uris(picks['samples']) +
                             list(style_uris)))
+  budget = overlap.ByteBudget()
+
+  def one(uri: str) -> Dict[str, object]:
+    with budget.reserve(_thumb_weight(uri, limits)):
+      return make_thumb(uri, layout, limits)
+
   with ThreadPoolExecutor(threads or overlap.default_threads(),
                           thread_name_prefix='stylize-thumb') as pool:
-    return list(pool.map(lambda u: make_thumb(u, layout, limits), uris))
+    return list(pool.map(one, uris))
 
 
 class WriteReport(beam.PTransform):

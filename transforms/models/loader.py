@@ -48,9 +48,10 @@ def sharing_loaded_models() -> Iterator[None]:
   the launch loaded to check it (launch_checks.try_model) is the one the
   workers (the same process) use, and every wave of the run uses it too,
   instead of converting and compiling it again. Keyed by the model's
-  content fingerprint, so a model whose files changed is loaded anew (and
-  refused: verify_fingerprint). Off again, and the models let go, when the
-  run ends; never on for worker processes of other runners."""
+  content fingerprint; a model whose files changed since the launch is
+  refused before the cache is looked at (verify_fingerprint). Off again,
+  and the models let go, when the run ends; never on for worker processes
+  of other runners."""
   global _shared  # pylint: disable=global-statement
   with _shared_lock:
     _shared = {}
