@@ -22,10 +22,10 @@ def cache_folder(name: str) -> str:
   return os.path.join(cache_dir(), 'bench-data', name)
 
 
-def _camera_jpeg(src: Image.Image, index: int) -> bytes:
-  """A 12 MP JPEG with sensor-like noise and EXIF, from a small photo."""
+def camera_jpeg(big: Image.Image, index: int) -> bytes:
+  """A camera-like JPEG of an image already at camera size: sensor-like
+  noise (seeded by index), EXIF, quality 90."""
   rng = np.random.default_rng(index)
-  big = src.resize(CAMERA_SIZE, Image.Resampling.BICUBIC)
   arr = np.asarray(big, dtype=np.int16)
   # Per-pixel noise so each file is distinct and compresses like a photo.
   noise = rng.integers(-6, 7, size=arr.shape, dtype=np.int16)
@@ -38,6 +38,11 @@ def _camera_jpeg(src: Image.Image, index: int) -> bytes:
   buf = io.BytesIO()
   im.save(buf, 'JPEG', quality=90, exif=exif.tobytes())
   return buf.getvalue()
+
+
+def _camera_jpeg(src: Image.Image, index: int) -> bytes:
+  """A 12 MP JPEG with sensor-like noise and EXIF, from a small photo."""
+  return camera_jpeg(src.resize(CAMERA_SIZE, Image.Resampling.BICUBIC), index)
 
 
 def make_dataset(shared_content: str, folder: str, n: int) -> List[str]:

@@ -52,7 +52,6 @@ Results: benchmarks/results/engines-<time>.json and a printed table.
 
 import argparse
 import datetime
-import io
 import json
 import logging
 import os
@@ -69,6 +68,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from benchmarks import data
 from benchmarks.data import cache_folder, dataset_key, make_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -158,21 +158,10 @@ def _crop_to(im: Image.Image, width: int, height: int) -> Image.Image:
 
 def camera_jpeg(src: Image.Image, index: int, size) -> bytes:
   """A camera-like JPEG of `size` (width, height) from a small photo: the
-  centred crop of that aspect, sensor-like noise, EXIF, quality 90 (as
-  benchmarks.data makes the 4000x3000 ones)."""
-  rng = np.random.default_rng(index)
-  big = _crop_to(src, *size).resize(size, Image.Resampling.BICUBIC)
-  arr = np.asarray(big, dtype=np.int16)
-  noise = rng.integers(-6, 7, size=arr.shape, dtype=np.int16)
-  im = Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8))
-  exif = Image.Exif()
-  exif[0x010F] = 'stylize-bench'  # Make
-  exif[0x0110] = 'synthetic camera'  # Model
-  exif[0x0112] = 1  # Orientation
-  exif[0x0132] = '2026:11:29 12:00:00'  # DateTime
-  buf = io.BytesIO()
-  im.save(buf, 'JPEG', quality=90, exif=exif.tobytes())
-  return buf.getvalue()
+  centred crop of that aspect, then benchmarks.data's noise, EXIF and
+  quality."""
+  return data.camera_jpeg(
+      _crop_to(src, *size).resize(size, Image.Resampling.BICUBIC), index)
 
 
 def mixed_kind(index: int) -> str:
@@ -200,9 +189,9 @@ def make_archive(archive: str, content: str, folder: str, n: int,
     if not os.path.exists(path):
       if images is None:
         images = _sources(content)
-      data = camera_jpeg(images[i % len(images)], i, (width, height))
+      jpeg = camera_jpeg(images[i % len(images)], i, (width, height))
       with open(path + '.tmp', 'wb') as f:
-        f.write(data)
+        f.write(jpeg)
       os.replace(path + '.tmp', path)
     paths.append(path)
   return paths
@@ -369,7 +358,7 @@ STAGES = ('read_s', 'decode_s', 'stylize_s', 'encode_s', 'write_s')
 
 def pipeline_child(spec: dict) -> dict:
   """Runs in a fresh process: run(argv) over the files, in-process."""
-  from benchmarks.run import PeakRss
+  from benchmarks.run import PeakRss, manifest_rows
   from beam_jobs.stylize import run
   workdir = spec['workdir']
   listing = os.path.join(workdir, 'inputs.txt')
@@ -387,11 +376,7 @@ def pipeline_child(spec: dict) -> dict:
     start = time.perf_counter()
     run(argv)
     wall = time.perf_counter() - start
-  rows = []
-  for name in os.listdir(out):
-    if name.startswith('manifest'):
-      with open(os.path.join(out, name), encoding='utf-8') as f:
-        rows += [json.loads(line) for line in f if line.strip()]
+  rows = manifest_rows(out)
   ok = [r for r in rows if r['status'] == 'ok']
   totals = {k: sum(r['timings'].get(k, 0.0) for r in ok) for k in STAGES}
   made_with: Dict[str, int] = {}

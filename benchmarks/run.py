@@ -194,6 +194,16 @@ def measure_heic_vs_jpeg(jpeg_path: str, folder: str, size: int,
   return out
 
 
+def manifest_rows(out: str) -> List[Dict]:
+  """Every row of the manifest shards a run wrote in out."""
+  rows = []
+  for name in os.listdir(out):
+    if name.startswith('manifest'):
+      with open(os.path.join(out, name), encoding='utf-8') as f:
+        rows += [json.loads(line) for line in f if line.strip()]
+  return rows
+
+
 def measure_pipeline(files: List[str], size: int, model: str, style: str,
                      batch: int, workdir: str, multi: bool,
                      extra: List[str]) -> Dict[str, float]:
@@ -213,11 +223,7 @@ def measure_pipeline(files: List[str], size: int, model: str, style: str,
     start = time.perf_counter()
     run(argv)
     wall = time.perf_counter() - start
-  rows = []
-  for name in os.listdir(out):
-    if name.startswith('manifest'):
-      with open(os.path.join(out, name), encoding='utf-8') as f:
-        rows += [json.loads(line) for line in f if line.strip()]
+  rows = manifest_rows(out)
   ok = [r for r in rows if r['status'] == 'ok']
   split = {}
   for key in ('read_s', 'decode_s', 'stylize_s', 'encode_s', 'write_s'):

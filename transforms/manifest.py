@@ -159,10 +159,6 @@ FAILED_LISTED = 10
 ORPHANS_LISTED = 5
 
 
-def is_failed(row: ManifestRow) -> bool:
-  return row.status == Status.FAILED
-
-
 def failed_sample(row: ManifestRow) -> Tuple[bool, str, str, str]:
   """A failed row as summary.json's `failed_pairs` keep it: sorted new
   failures first (they decide the verdict), then by input."""
