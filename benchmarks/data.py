@@ -40,16 +40,20 @@ def camera_jpeg(big: Image.Image, index: int) -> bytes:
   return buf.getvalue()
 
 
-def _camera_jpeg(src: Image.Image, index: int) -> bytes:
-  """A 12 MP JPEG with sensor-like noise and EXIF, from a small photo."""
-  return camera_jpeg(src.resize(CAMERA_SIZE, Image.Resampling.BICUBIC), index)
+def _camera_jpeg(src: Image.Image, index: int, size=CAMERA_SIZE) -> bytes:
+  """A camera-like JPEG (12 MP by default) with sensor-like noise and EXIF,
+  from a small photo."""
+  return camera_jpeg(src.resize(size, Image.Resampling.BICUBIC), index)
 
 
-def make_dataset(shared_content: str, folder: str, n: int) -> List[str]:
-  """Writes n camera-like JPEGs to folder (reusing files already there).
+def make_dataset(shared_content: str, folder: str, n: int,
+                 size=CAMERA_SIZE) -> List[str]:
+  """Writes n camera-like JPEGs of `size` (width, height) to folder (reusing
+  files already there).
 
-  File i depends only on i and the source photos, so the first 100 files of
-  a 400-file set are the 100-file set.
+  File i depends only on i, the size and the source photos, so the first 100
+  files of a 400-file set are the 100-file set. A size other than
+  CAMERA_SIZE (a quick look, the harness's test) names its files after it.
   """
   os.makedirs(folder, exist_ok=True)
   sources = sorted(os.path.join(shared_content, f)
@@ -60,9 +64,10 @@ def make_dataset(shared_content: str, folder: str, n: int) -> List[str]:
   images = [Image.open(s).convert('RGB') for s in sources]
   paths = []
   for i in range(n):
-    path = os.path.join(folder, f'cam_{i:04d}.jpg')
+    suffix = '' if tuple(size) == CAMERA_SIZE else f'_{size[0]}x{size[1]}'
+    path = os.path.join(folder, f'cam_{i:04d}{suffix}.jpg')
     if not os.path.exists(path):
-      data = _camera_jpeg(images[i % len(images)], i)
+      data = _camera_jpeg(images[i % len(images)], i, tuple(size))
       tmp = path + '.tmp'
       with open(tmp, 'wb') as f:
         f.write(data)

@@ -27,7 +27,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from benchmarks.data import cache_folder, dataset_key, make_dataset
+from benchmarks.data import CAMERA_SIZE, cache_folder, dataset_key, make_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -71,18 +71,18 @@ class PeakRss:
     self.peak = max(self.peak, self._sample())
 
 
-def _shape_for(size: int):
-  """(height, width) of a 4:3 camera frame fitted to `size` on its long side."""
+def _shape_for(size: int, camera=CAMERA_SIZE):
+  """(height, width) of a camera frame fitted to `size` on its long side."""
   from transforms.decode import target_size
-  w, h = target_size(4000, 3000, size)
+  w, h = target_size(camera[0], camera[1], size)
   return h, w
 
 
 def measure_limit(model, style, size: int, batch: int,
-                  seconds: float) -> float:
+                  seconds: float, camera=CAMERA_SIZE) -> float:
   """images/s of model(content, style)[0] alone on ready tensors."""
   import tensorflow as tf
-  h, w = _shape_for(size)
+  h, w = _shape_for(size, camera)
   rng = np.random.default_rng(0)
   content = tf.constant(rng.random((batch, h, w, 3), dtype=np.float32))
   model(content, style)  # Trace and warm up.
@@ -96,7 +96,7 @@ def measure_limit(model, style, size: int, batch: int,
 
 
 def measure_seed_loop(files: List[str], model, style_path: str,
-                      size: int) -> Dict[str, float]:
+                      size: int, camera=CAMERA_SIZE) -> Dict[str, float]:
   """Seconds per image of each step of the TF Hub example's loop.
 
   Full decode (no draft), resize, model(content, style)[0] with the style
@@ -107,7 +107,7 @@ def measure_seed_loop(files: List[str], model, style_path: str,
   style_img = Image.open(style_path).convert('RGB').resize((256, 256))
   style = tf.constant(np.asarray(style_img, np.float32)[np.newaxis] / 255.0)
   steps = {'decode_resize': [], 'model': [], 'png': [], 'jpg': []}
-  h, w = _shape_for(size)
+  h, w = _shape_for(size, camera)
   model(tf.zeros((1, h, w, 3)), style)  # Warm-up, like the limit.
   for f in files:
     t0 = time.perf_counter()
@@ -153,7 +153,8 @@ def measure_fast_paths(files: List[str], size: int) -> Dict[str, float]:
 
 
 def heic_copy(jpeg_path: str, folder: str) -> str:
-  """The same 12 MP picture as an iPhone-like HEIC (quality 90), cached."""
+  """The same picture (12 MP at the default --camera_size) as an iPhone-like
+  HEIC (quality 90), cached."""
   from transforms.formats import register_heif
   register_heif()
   path = os.path.join(folder, os.path.basename(jpeg_path).rsplit('.', 1)[0] +
@@ -167,7 +168,8 @@ def heic_copy(jpeg_path: str, folder: str) -> str:
 
 def measure_heic_vs_jpeg(jpeg_path: str, folder: str, size: int,
                          repeats: int = 5) -> Dict[str, float]:
-  """Seconds to decode one 12 MP photo as JPEG and as HEIC (median).
+  """Seconds to decode one camera photo (12 MP at the default --camera_size)
+  as JPEG and as HEIC (median).
 
   Full size (--max_size 0) and at `size`, through the pipeline's own
   decode_photo (orientation, colour management, metadata included). JPEG
@@ -284,6 +286,10 @@ def main(argv=None) -> int:
                                                         'content'))
   parser.add_argument('--batch_size', type=int, default=4)
   parser.add_argument('--batch_sweep', type=int, nargs='*', default=[1, 2, 4, 8])
+  parser.add_argument('--camera_size', type=int, nargs=2, default=CAMERA_SIZE,
+                      metavar=('WIDTH', 'HEIGHT'),
+                      help='size of the camera-like JPEGs (default 4000 3000); '
+                      'smaller for a quick look at the harness')
   parser.add_argument('--seed_images', type=int, default=30,
                       help='images for the per-image loops (a rate, not a sum)')
   parser.add_argument('--limit_seconds', type=float, default=10.0)
@@ -311,7 +317,8 @@ def main(argv=None) -> int:
   data_dir = args.data_dir or cache_folder(
       f'camera-{dataset_key(args.content)}')
   logger.info('Making %d camera-like JPEGs in %s', max(args.n), data_dir)
-  all_files = make_dataset(args.content, data_dir, max(args.n))
+  camera = tuple(args.camera_size)
+  all_files = make_dataset(args.content, data_dir, max(args.n), camera)
   if args.decode_only:
     return decode_only(args, all_files, data_dir)
   model = hub.load(args.model)
@@ -321,7 +328,8 @@ def main(argv=None) -> int:
   results = {'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
              'machine': machine_info(), 'model': args.model,
              'style': args.style, 'batch_size': args.batch_size,
-             'input': f'{len(all_files)} x 4000x3000 JPEG (q90, EXIF)',
+             'input': f'{len(all_files)} x {camera[0]}x{camera[1]} JPEG (q90, '
+                      'EXIF)',
              'sizes': {}}
   workdir = tempfile.mkdtemp(prefix='stylize-bench-')
   try:
@@ -329,14 +337,14 @@ def main(argv=None) -> int:
       entry = {'batch_sweep': {}, 'runs': {}}
       for b in sorted(set(args.batch_sweep + [args.batch_size])):
         entry['batch_sweep'][str(b)] = measure_limit(
-            model, style, size, b, args.limit_seconds / 2)
+            model, style, size, b, args.limit_seconds / 2, camera)
         logger.info('limit %dpx batch %d: %.2f img/s', size, b,
                     entry['batch_sweep'][str(b)])
       limit = measure_limit(model, style, size, args.batch_size,
-                            args.limit_seconds)
+                            args.limit_seconds, camera)
       entry['limit_images_per_s'] = limit
       seed_files = all_files[:args.seed_images]
-      seed = measure_seed_loop(seed_files, model, args.style, size)
+      seed = measure_seed_loop(seed_files, model, args.style, size, camera)
       entry['seed_loop_s'] = seed
       entry['seed_png_images_per_s'] = 1 / (seed['decode_resize'] +
                                             seed['model'] + seed['png'])
@@ -394,7 +402,8 @@ def decode_only(args, all_files: List[str], data_dir: str) -> int:
   """--decode_only: the decode measurements alone, in their own JSON."""
   results = {'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
              'machine': machine_info(), 'decode_only': True,
-             'input': '4000x3000 JPEG (q90, EXIF) and the same as HEIC (q90)',
+             'input': f'{args.camera_size[0]}x{args.camera_size[1]} JPEG (q90, '
+                      'EXIF) and the same as HEIC (q90)',
              'sizes': {}}
   for size in args.sizes:
     results['sizes'][str(size)] = {

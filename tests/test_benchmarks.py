@@ -30,7 +30,10 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
   model = shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')
   # One pipeline run (in process): the overlap-off and multi-process runs
   # only add flags to the same measure_pipeline call.
+  # Small camera JPEGs: the harness's steps are the same at 12 MP, only
+  # slower (making the HEIC copy of a 12 MP JPEG alone takes ~11 s).
   code = main(['--n', '3', '--sizes', '128', '--seed_images', '2',
+               '--camera_size', '800', '600',
                '--limit_seconds', '0.5', '--batch_sweep', '1',
                '--heic_repeats', '1', '--no_multi', '--no_overlap_runs',
                '--content', str(content), '--model', str(model),
@@ -56,17 +59,21 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
   assert heic['heic_128_s'] > 0 and heic['heic_over_jpeg_full'] > 0
   assert result['machine']['cpus'] >= 1
   assert 'in_process_n3' in capsys.readouterr().out
-  # The generated inputs are camera-like 4000x3000 JPEGs with EXIF.
+  # The generated inputs are camera-like JPEGs of that size with EXIF.
+  assert result['sizes']['128'] and '800x600' in result['input']
   from PIL import Image
-  with Image.open(tmp_path / 'data' / 'cam_0000.jpg') as im:
-    assert im.size == (4000, 3000) and im.getexif()[0x0110]
+  with Image.open(tmp_path / 'data' / 'cam_0000_800x600.jpg') as im:
+    assert im.size == (800, 600) and im.getexif()[0x0110]
 
 
 @pytest.mark.slow
 def test_scale_harness_checks_every_run(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr(scale, 'RESULTS', str(tmp_path / 'results'))
+  # magenta-lite: the same job without TensorFlow's ~3 s import per run (the
+  # harness's default model, builtin, is a TF SavedModel).
   assert scale.main(['--sizes', '4', '6', '--data_dir',
-                     str(tmp_path / 'data')]) == 0
+                     str(tmp_path / 'data'), '--extra', '--model',
+                     'magenta-lite']) == 0
   files = glob.glob(str(tmp_path / 'results' / 'scale-*.json'))
   report = json.loads(open(files[0]).read())
   runs = {(r['n'], r['kind']): r for r in report['runs']}
