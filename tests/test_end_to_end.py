@@ -65,21 +65,35 @@ def test_shared_content_two_styles_real_model(tmp_path, shared_content,
   assert summary(out)['counts'] == {'ok': 8, 'failed': 0, 'skipped': 0}
 
 
+def _nested_photos(folder, n, start=0):
+  for i in range(start, start + n):
+    sub = folder / f'd{i % 3}'
+    sub.mkdir(parents=True, exist_ok=True)
+    gradient(24 + i, 16, seed=i).save(sub / f'img{i:03d}.jpg')
+
+
 @pytest.mark.slow
-def test_model_loaded_once_per_worker_process(tmp_path, samples, monkeypatch):
+def test_worker_processes_load_the_model_once_and_rerun_what_is_not_done(
+    tmp_path, samples, monkeypatch):
+  """The multi-process runner (one run, checked for everything that needs
+  worker processes): the model is loaded once per worker process, never in
+  the launcher's; the manifest is sharded; a rerun's keyed skip join does
+  only the new and the missing pairs, each pair listed exactly once.
+  magenta-lite: the worker processes need no TensorFlow (its import costs
+  each of them ~3 s); test_readme_multiprocess_example_is_quiet runs worker
+  processes on the TensorFlow model (builtin)."""
   load_log = tmp_path / 'loads.jsonl'
   # Inherited by the worker processes the multi-process runner starts.
   monkeypatch.setenv('STYLIZE_MODEL_LOAD_LOG', str(load_log))
-  inputs = tmp_path / 'in'
-  inputs.mkdir()
-  for i in range(12):
-    gradient(64 + i, 48, seed=i).save(inputs / f'img{i:02d}.jpg')
-  out = tmp_path / 'out'
-  result = run(['--input', str(inputs), '--style',
-                str(samples / 'style' / 'waves.jpg'), '--output', str(out),
-                '--model', 'builtin', '--batch_size', '2',
-                '--direct_running_mode=multi_processing',
-                '--direct_num_workers=2'])
+  inputs, out = tmp_path / 'in', tmp_path / 'out'
+  _nested_photos(inputs, 9)
+  argv = ['--input', str(inputs), '--style',
+          str(samples / 'style' / 'waves.jpg'), '--style',
+          str(samples / 'style' / 'mosaic.png'), '--model', 'magenta-lite',
+          '--output', str(out), '--max_size', '32', '--batch_size', '2',
+          '--manifest_shards', '3', '--direct_running_mode=multi_processing',
+          '--direct_num_workers=2']
+  result = run(argv)
   loads = metric(result, 'model_loads')
   load_pids = [json.loads(line)['pid'] for line in
                load_log.read_text().splitlines()]
@@ -87,8 +101,25 @@ def test_model_loaded_once_per_worker_process(tmp_path, samples, monkeypatch):
   assert len(load_pids) == loads
   assert len(set(load_pids)) == len(load_pids)  # Never twice in one process.
   assert os.getpid() not in load_pids  # Loaded in the workers.
-  assert len(manifest_rows(out)) == 12
-  assert metric(result, 'stylized') == 12
+  assert metric(result, 'stylized') == 18
+  assert len(list(out.glob('manifest-*-of-00003.jsonl'))) == 3
+  assert [r['status'] for r in manifest_rows(out)] == ['ok'] * 18
+
+  _nested_photos(inputs, 3, start=9)
+  os.remove(next(out.glob('waves/d0/img000.jpg.jpg')))  # Redone.
+  run(argv)
+  rows = manifest_rows(out)
+  pairs = [(r['input'], r['style']) for r in rows]
+  assert len(pairs) == len(set(pairs)) == 24  # Each pair exactly once.
+  status = {}
+  for r in rows:
+    status[r['status']] = status.get(r['status'], 0) + 1
+  assert status == {'skipped': 17, 'ok': 7}
+  assert len({r['run_id'] for r in rows}) == 1
+  assert rows[0]['run_id'] == summary(out)['run_id']
+  assert summary(out)['verdict'] == 'ok'
+  assert sorted(os.path.basename(m) for m in summary(out)['manifest']) == [
+      f'manifest-0000{i}-of-00003.jsonl' for i in range(3)]
 
 
 def _mixed_folder(root):

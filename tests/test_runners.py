@@ -113,7 +113,9 @@ def portable(tmp_path_factory):
         p.kill()
 
 
-def _job(tmp_path, samples, n=4, broken=0):
+def _job(tmp_path, samples, n=4, broken=0, model='magenta-lite'):
+  """A small job. magenta-lite by default: the pool's SDK worker process
+  for each job then needs no TensorFlow (its import costs ~3 s)."""
   inputs = tmp_path / 'in'
   inputs.mkdir()
   for i in range(n):
@@ -121,7 +123,7 @@ def _job(tmp_path, samples, n=4, broken=0):
   for i in range(broken):
     (inputs / f'broken{i}.jpg').write_bytes(b'not a jpeg')
   return ['--input', str(inputs), '--style',
-          str(samples / 'style' / 'waves.jpg'), '--model', 'builtin',
+          str(samples / 'style' / 'waves.jpg'), '--model', model,
           '--output', str(tmp_path / 'out'), '--max_size', '64']
 
 
@@ -214,8 +216,9 @@ def test_dataflow_template_is_written_with_stages_and_image(
 @pytest.mark.slow
 def test_remote_launcher_needs_no_tensorflow(portable, tmp_path, samples):
   """The launcher for a remote runner checks the job without importing
-  TensorFlow (no model download, no model run)."""
-  argv = _job(tmp_path, samples) + portable.flags
+  TensorFlow (no model download, no model run), even for a TensorFlow
+  model."""
+  argv = _job(tmp_path, samples, model='builtin') + portable.flags
   code = ('import json, sys\n'
           'from beam_jobs.stylize import run\n'
           f'result = run({argv!r}, wait=False)\n'
@@ -236,8 +239,8 @@ def test_a_model_that_cannot_stylize_fails_in_the_workers_setup(
   style-transfer model fails the job in the workers' setup(), with the
   same clear reason a local launch gives."""
   features = shared_path('models', 'magenta-style-features-v1-256')
-  argv = _job(tmp_path, samples, n=1) + portable.flags + ['--wait']
-  argv[argv.index('builtin')] = str(features)
+  argv = _job(tmp_path, samples, n=1, model=str(features)) + portable.flags + [
+      '--wait']
   code = main(argv)
   err = capsys.readouterr().err
   assert code == 1

@@ -1,9 +1,9 @@
-"""Archive-scale guarantees: keyed skip join, sharded manifest, retries, guards."""
+"""Archive-scale guarantees: retried bundles, sharded manifest sink, guards, progress
+(the keyed skip join on worker processes: test_end_to_end)."""
 
 import json
 import os
 import threading
-import time
 
 import pytest
 from apache_beam.io.filesystems import FileSystems
@@ -35,33 +35,6 @@ def _argv(tmp_path, samples, *extra):
           str(samples / 'style' / 'waves.jpg'), '--style',
           str(samples / 'style' / 'mosaic.png'), '--model', 'builtin',
           '--output', str(tmp_path / 'out'), '--max_size', '32'] + list(extra)
-
-
-@pytest.mark.slow
-def test_skip_join_and_sharded_manifest_on_worker_processes(tmp_path, samples):
-  _photos(tmp_path / 'in', 9)
-  argv = _argv(tmp_path, samples, '--manifest_shards', '3',
-               '--direct_running_mode=multi_processing',
-               '--direct_num_workers=2')
-  run(argv)
-  out = tmp_path / 'out'
-  assert len(list(out.glob('manifest-*-of-00003.jsonl'))) == 3
-  assert [r['status'] for r in manifest_rows(out)] == ['ok'] * 18
-  _photos(tmp_path / 'in', 3, start=9)
-  os.remove(next(out.glob('waves/d0/img000.jpg.jpg')))  # Redone.
-  run(argv)
-  rows = manifest_rows(out)
-  pairs = [(r['input'], r['style']) for r in rows]
-  assert len(pairs) == len(set(pairs)) == 24  # Each pair exactly once.
-  status = {}
-  for r in rows:
-    status[r['status']] = status.get(r['status'], 0) + 1
-  assert status == {'skipped': 17, 'ok': 7}
-  assert len({r['run_id'] for r in rows}) == 1
-  assert rows[0]['run_id'] == summary(out)['run_id']
-  assert summary(out)['verdict'] == 'ok'
-  assert sorted(os.path.basename(m) for m in summary(out)['manifest']) == [
-      f'manifest-0000{i}-of-00003.jsonl' for i in range(3)]
 
 
 def _stylized(tmp_path):

@@ -2,7 +2,7 @@
 one run per output folder, known failures (issue 18).
 
 Every test runs the real pipeline (the builtin model unless the model is the
-subject) on small images; crashes are real process deaths at the named
+subject; magenta-lite where a job runs in a child process) on small images; crashes are real process deaths at the named
 point (os._exit or SIGKILL in a subprocess).
 """
 
@@ -30,7 +30,12 @@ def _photos(folder, n, size=(64, 48)):
     gradient(*size, seed=i).save(folder / f'img{i:03d}.jpg', quality=90)
 
 
-def _job(tmp_path, n=3, style=None):
+#: For jobs run in a child process (_subprocess_run): the real network
+#: without TensorFlow, so the child does not spend ~3 s importing it.
+CHILD_MODEL = 'magenta-lite'
+
+
+def _job(tmp_path, n=3, style=None, model='builtin'):
   inputs = tmp_path / 'in'
   _photos(inputs, n)
   if style is None:
@@ -38,7 +43,7 @@ def _job(tmp_path, n=3, style=None):
     gradient(64, 64, seed=50).save(style)
   out = tmp_path / 'out'
   return out, ['--input', str(inputs), '--style', str(style), '--model',
-               'builtin', '--output', str(out)]
+               model, '--output', str(out)]
 
 
 def _statuses(out):
@@ -193,7 +198,7 @@ CRASH_BEFORE_MANIFEST = '''
 @pytest.mark.parametrize('hook', [CRASH_AFTER_OUTPUT, CRASH_BEFORE_MANIFEST],
                          ids=['output-then-crash', 'markers-then-crash'])
 def test_a_crash_between_writes_loses_nothing(tmp_path, hook):
-  out, argv = _job(tmp_path, n=4)
+  out, argv = _job(tmp_path, n=4, model=CHILD_MODEL)
   crashed = _subprocess_run(argv + ['--io_threads', '0'], hook)
   crashed.communicate(timeout=300)
   assert crashed.returncode == 9
@@ -265,7 +270,7 @@ PAUSE_IN_ENCODE = '''
 
 
 def test_the_lease_of_a_killed_run_is_taken_over(tmp_path):
-  out, argv = _job(tmp_path, n=3)
+  out, argv = _job(tmp_path, n=3, model=CHILD_MODEL)
   flag = tmp_path / 'out.started'
   killed = _subprocess_run(argv + ['--output', str(out)], PAUSE_IN_ENCODE)
   try:
@@ -441,7 +446,7 @@ def test_a_run_whose_folder_is_taken_over_stops_writing_and_fails(
   """Run A pauses; run B breaks A's lease (--break_lease) and finishes.
   A then writes nothing more (no output, no marker, no manifest over B's)
   and exits 1 saying it lost the folder."""
-  out, argv = _job(tmp_path, n=3)
+  out, argv = _job(tmp_path, n=3, model=CHILD_MODEL)
   from transforms import encode
   started, go = threading.Event(), threading.Event()
   real = encode.encode_image
