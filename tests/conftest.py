@@ -80,8 +80,8 @@ def pytest_xdist_auto_num_workers(config):
   started (a console script, a worker pool, a pip install) or on a file;
   a third worker on 2 cores fills some of those waits: 2 workers kept the
   cores ~89% busy, 3 keep them ~94% busy. The gain is small against this
-  machine's noise (the same suite took 6 min 15 s and 6 min 41 s with 3
-  workers, 6 min 36 s and 7 min 16 s with 2); README "Set up and run"."""
+  machine's noise (the same tests took 6 min 13 s to 6 min 41 s with 3
+  workers, 6 min 36 s with 2); README "Set up and run"."""
   del config
   return len(os.sched_getaffinity(0)) + 1
 
