@@ -62,12 +62,13 @@ def make_dataset(shared_content: str, folder: str, n: int,
   if not sources:
     raise FileNotFoundError(f'no photos in {shared_content}')
   images = [Image.open(s).convert('RGB') for s in sources]
+  size = tuple(size)
+  suffix = '' if size == CAMERA_SIZE else f'_{size[0]}x{size[1]}'
   paths = []
   for i in range(n):
-    suffix = '' if tuple(size) == CAMERA_SIZE else f'_{size[0]}x{size[1]}'
     path = os.path.join(folder, f'cam_{i:04d}{suffix}.jpg')
     if not os.path.exists(path):
-      data = _camera_jpeg(images[i % len(images)], i, tuple(size))
+      data = _camera_jpeg(images[i % len(images)], i, size)
       tmp = path + '.tmp'
       with open(tmp, 'wb') as f:
         f.write(data)

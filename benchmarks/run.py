@@ -197,10 +197,11 @@ def measure_heic_vs_jpeg(jpeg_path: str, folder: str, size: int,
 
 
 def manifest_rows(out: str) -> List[Dict]:
-  """Every row of the manifest shards a run wrote in out."""
+  """Every row of the manifest shards a run wrote in out (all three
+  benchmarks read them here)."""
   rows = []
-  for name in os.listdir(out):
-    if name.startswith('manifest'):
+  for name in sorted(os.listdir(out)):
+    if name.startswith('manifest-') and name.endswith('.jsonl'):
       with open(os.path.join(out, name), encoding='utf-8') as f:
         rows += [json.loads(line) for line in f if line.strip()]
   return rows

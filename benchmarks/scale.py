@@ -32,7 +32,7 @@ import psutil
 from PIL import Image
 
 from benchmarks.data import cache_folder
-from benchmarks.run import PeakRss
+from benchmarks.run import PeakRss, manifest_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
@@ -63,15 +63,6 @@ def make_archive(n: int, root: str) -> str:
   return folder
 
 
-def _rows(out: str) -> List[dict]:
-  rows = []
-  for name in sorted(os.listdir(out)):
-    if name.startswith('manifest-') and name.endswith('.jsonl'):
-      with open(os.path.join(out, name), encoding='utf-8') as f:
-        rows += [json.loads(line) for line in f if line.strip()]
-  return rows
-
-
 def run_job(archive: str, out: str, n: int, extra: List[str]) -> Dict:
   """One run of the job as a subprocess; what it cost and whether it held."""
   argv = [sys.executable, '-m', 'beam_jobs.stylize', '--input', archive,
@@ -86,7 +77,7 @@ def run_job(archive: str, out: str, n: int, extra: List[str]) -> Dict:
   result = {'exit_code': proc.returncode, 'wall_s': round(wall, 2),
             'peak_rss_mb': round(rss.peak / 2**20, 1)}
   try:
-    rows = _rows(out)
+    rows = manifest_rows(out)
     with open(os.path.join(out, 'summary.json'), encoding='utf-8') as f:
       summary = json.load(f)
   except (OSError, ValueError) as e:

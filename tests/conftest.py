@@ -121,6 +121,13 @@ def pytest_unconfigure(config):
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+#: The model for jobs a test runs in a child or worker process when the
+#: model is not what it tests: the real network (magenta-lite, LiteRT)
+#: without TensorFlow, whose import costs each such process ~3 s. Tests
+#: where TensorFlow is the point keep builtin.
+CHILD_MODEL = 'magenta-lite'
+
+
 def shared_path(*parts) -> pathlib.Path:
   """A path in ../shared (STYLIZE_SHARED_DIR); skip if absent, fail under CI."""
   path = SHARED.joinpath(*parts)

@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks.run import main, steady_state
 from benchmarks import scale
-from tests.conftest import shared_path
+from tests.conftest import CHILD_MODEL, shared_path
 
 
 def test_steady_state_is_the_marginal_rate_between_two_sizes():
@@ -69,11 +69,11 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
 @pytest.mark.slow
 def test_scale_harness_checks_every_run(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr(scale, 'RESULTS', str(tmp_path / 'results'))
-  # magenta-lite: the same job without TensorFlow's ~3 s import per run (the
-  # harness's default model, builtin, is a TF SavedModel).
+  # Its runs are child processes: CHILD_MODEL (the harness's default,
+  # builtin, is a TF SavedModel).
   assert scale.main(['--sizes', '4', '6', '--data_dir',
                      str(tmp_path / 'data'), '--extra', '--model',
-                     'magenta-lite']) == 0
+                     CHILD_MODEL]) == 0
   files = glob.glob(str(tmp_path / 'results' / 'scale-*.json'))
   report = json.loads(open(files[0]).read())
   runs = {(r['n'], r['kind']): r for r in report['runs']}

@@ -10,7 +10,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from PIL import Image
 
 from beam_jobs.stylize import main, run
-from tests.conftest import ROOT, gradient, image_bytes
+from tests.conftest import CHILD_MODEL, ROOT, gradient, image_bytes
 
 
 def manifest_rows(out):
@@ -79,9 +79,8 @@ def test_worker_processes_load_the_model_once_and_rerun_what_is_not_done(
   worker processes): the model is loaded once per worker process, never in
   the launcher's; the manifest is sharded; a rerun's keyed skip join does
   only the new and the missing pairs, each pair listed exactly once.
-  magenta-lite: the worker processes need no TensorFlow (its import costs
-  each of them ~3 s); test_readme_multiprocess_example_is_quiet runs worker
-  processes on the TensorFlow model (builtin)."""
+  (test_readme_multiprocess_example_is_quiet runs worker processes on the
+  TensorFlow model, builtin.)"""
   load_log = tmp_path / 'loads.jsonl'
   # Inherited by the worker processes the multi-process runner starts.
   monkeypatch.setenv('STYLIZE_MODEL_LOAD_LOG', str(load_log))
@@ -89,7 +88,7 @@ def test_worker_processes_load_the_model_once_and_rerun_what_is_not_done(
   _nested_photos(inputs, 9)
   argv = ['--input', str(inputs), '--style',
           str(samples / 'style' / 'waves.jpg'), '--style',
-          str(samples / 'style' / 'mosaic.png'), '--model', 'magenta-lite',
+          str(samples / 'style' / 'mosaic.png'), '--model', CHILD_MODEL,
           '--output', str(out), '--max_size', '32', '--batch_size', '2',
           '--manifest_shards', '3', '--direct_running_mode=multi_processing',
           '--direct_num_workers=2']

@@ -18,7 +18,7 @@ from PIL import Image
 
 from beam_jobs.inspect_model import main as inspect_main
 from beam_jobs.stylize import format_summary, main, run
-from tests.conftest import ROOT, gradient
+from tests.conftest import CHILD_MODEL, ROOT, gradient
 from tests.test_end_to_end import manifest_rows, summary
 from transforms import native_logs
 from transforms.manifest import IGNORED_LISTED, build_summary
@@ -397,9 +397,8 @@ def test_commands_leave_nothing_in_the_temporary_folder(world, tmp_path,
   commands = {
       'stylize --dry_run': [console_script('stylize'), *job_args(
           world, '--model', 'builtin', '--dry_run')],
-      # magenta-lite: no TensorFlow import here; stylize-train's run
-      # checks TensorFlow's own temporary files (autograph).
-      'stylize-inspect': [console_script('stylize-inspect'), 'magenta-lite',
+      # stylize-train's run checks TensorFlow's own temporary files.
+      'stylize-inspect': [console_script('stylize-inspect'), CHILD_MODEL,
                           '--size', '64'],
       'stylize-train': [console_script('stylize-train'), *train_args(
           data, tmp_path / 'router', features_model, '--epochs', '2')],

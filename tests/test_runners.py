@@ -13,7 +13,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.stylize import main
-from tests.conftest import ROOT, gradient, shared_path, upload
+from tests.conftest import CHILD_MODEL, ROOT, gradient, shared_path, upload
 from tests.test_end_to_end import manifest_rows, summary
 
 
@@ -113,9 +113,8 @@ def portable(tmp_path_factory):
         p.kill()
 
 
-def _job(tmp_path, samples, n=4, broken=0, model='magenta-lite'):
-  """A small job. magenta-lite by default: the pool's SDK worker process
-  for each job then needs no TensorFlow (its import costs ~3 s)."""
+def _job(tmp_path, samples, n=4, broken=0, model=CHILD_MODEL):
+  """A small job, run by the pool's SDK worker processes (CHILD_MODEL)."""
   inputs = tmp_path / 'in'
   inputs.mkdir()
   for i in range(n):

@@ -2,8 +2,9 @@
 one run per output folder, known failures (issue 18).
 
 Every test runs the real pipeline (the builtin model unless the model is the
-subject; magenta-lite where a job runs in a child process) on small images; crashes are real process deaths at the named
-point (os._exit or SIGKILL in a subprocess).
+subject; conftest.CHILD_MODEL where a job runs in a child process) on small
+images; crashes are real process deaths at the named point (os._exit or
+SIGKILL in a subprocess).
 """
 
 import json
@@ -19,7 +20,7 @@ import pytest
 from PIL import Image
 
 from beam_jobs.stylize import main, run
-from tests.conftest import ROOT, gradient, shared_path
+from tests.conftest import CHILD_MODEL, ROOT, gradient, shared_path
 from tests.test_end_to_end import manifest_rows
 from transforms.lease import Lease, LeaseHeld, LeaseInfo, LeaseLost
 
@@ -28,11 +29,6 @@ def _photos(folder, n, size=(64, 48)):
   folder.mkdir(parents=True, exist_ok=True)
   for i in range(n):
     gradient(*size, seed=i).save(folder / f'img{i:03d}.jpg', quality=90)
-
-
-#: For jobs run in a child process (_subprocess_run): the real network
-#: without TensorFlow, so the child does not spend ~3 s importing it.
-CHILD_MODEL = 'magenta-lite'
 
 
 def _job(tmp_path, n=3, style=None, model='builtin'):

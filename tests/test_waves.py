@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from beam_jobs.stylize import format_summary, run
-from tests.conftest import gradient
+from tests.conftest import CHILD_MODEL, gradient
 from tests.test_end_to_end import manifest_rows, summary
 from transforms import report
 from transforms.inputs import count_inputs, make_input_spec
@@ -190,12 +190,11 @@ def test_a_run_in_waves_accounts_for_every_pair_once(tmp_path, samples,
 @pytest.mark.slow
 def test_waves_on_worker_processes(tmp_path, samples):
   """The wave state is written and read by the worker processes that make
-  the summary and the report. (magenta-lite: worker processes without
-  TensorFlow's ~3 s import each.)"""
+  the summary and the report."""
   _photos(tmp_path / 'in', 6)
   run(_argv(tmp_path, samples, '--wave_pairs', '6',
             '--direct_running_mode=multi_processing',
-            '--direct_num_workers=2', model='magenta-lite'))
+            '--direct_num_workers=2', model=CHILD_MODEL))
   out = tmp_path / 'out'
   rows = manifest_rows(out)
   assert len({(r['input'], r['style']) for r in rows}) == len(rows) == 12
