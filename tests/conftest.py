@@ -108,6 +108,12 @@ def pytest_configure(config):
   os.environ.setdefault('PYTEST_DEBUG_TEMPROOT', parent)
   os.environ['STYLIZE_TEST_TMPDIR'] = scratch
   os.environ['TMPDIR'] = scratch
+  # The model cache (the exported builtin model, local copies of remote
+  # models) is the session's, not ~/.cache, and one for all its xdist
+  # workers: each exported builtin once before (~2 s each). Writes to it
+  # are atomic (transforms/models/builtin.py, cache.py), as for the worker
+  # processes of one run.
+  os.environ['STYLIZE_CACHE_DIR'] = os.path.join(scratch, 'model-cache')
   tempfile.tempdir = scratch
   config.stash[_SCRATCH] = scratch
 
@@ -140,17 +146,10 @@ def shared_path(*parts) -> pathlib.Path:
   return path
 
 
-@pytest.fixture(scope='session', autouse=True)
-def model_cache(tmp_path_factory):
-  """The builtin model is exported into a per-session cache, not ~/.cache."""
-  path = tmp_path_factory.mktemp('stylize-cache')
-  old = os.environ.get('STYLIZE_CACHE_DIR')
-  os.environ['STYLIZE_CACHE_DIR'] = str(path)
-  yield path
-  if old is None:
-    os.environ.pop('STYLIZE_CACHE_DIR', None)
-  else:
-    os.environ['STYLIZE_CACHE_DIR'] = old
+@pytest.fixture(scope='session')
+def model_cache() -> pathlib.Path:
+  """The session's model cache (STYLIZE_CACHE_DIR, set in pytest_configure)."""
+  return pathlib.Path(os.environ['STYLIZE_CACHE_DIR'])
 
 
 @pytest.fixture
