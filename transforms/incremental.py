@@ -241,7 +241,9 @@ class SkipDone(beam.PTransform):
     labels = [s.label for s in self._styles]
     folders = [] if self._force else self._layout.listing_patterns(labels)
     listed = (files.pipeline
-              | 'OutputFolders' >> beam.Create(folders)
+              # Spread by the named Reshuffle; Create's own would be a
+              # second one.
+              | 'OutputFolders' >> beam.Create(folders, reshuffle=False)
               | 'SpreadFolders' >> beam.Reshuffle()
               | 'ListOutput' >> beam.ParDo(ListOutputFolder(
                   self._layout, labels)).with_outputs(MARKERS, LEGACY,
