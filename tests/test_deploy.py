@@ -43,11 +43,11 @@ def test_local_runs_default_to_the_single_threaded_in_memory_runner():
   assert with_local_defaults(['--direct_num_workers=2']) == [
       '--direct_num_workers=2', '--no_pipeline_type_check',
       '--no_save_main_session']
+  # Remote runners keep Beam's type check (and its typed coders).
   assert with_local_defaults(['--runner', 'DataflowRunner']) == [
-      '--runner', 'DataflowRunner', '--no_pipeline_type_check',
-      '--no_save_main_session']
+      '--runner', 'DataflowRunner', '--no_save_main_session']
   assert with_local_defaults(['--save_main_session', '--runner=X']) == [
-      '--save_main_session', '--runner=X', '--no_pipeline_type_check']
+      '--save_main_session', '--runner=X']
   assert '--direct_running_mode=in_memory' in with_local_defaults(
       ['--runner=DirectRunner'])
 

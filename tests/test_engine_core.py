@@ -43,6 +43,12 @@ def test_explicit_bf16_without_hardware_runs_f32(caplog):
   assert 'runs in f32' in caplog.text
 
 
+def test_explicit_f32_on_bf16_hardware_stays_f32():
+  assert capabilities.resolve_precision('f32', 'openvino', bf16=True) == 'f32'
+  assert capabilities.resolve('openvino', 'f32', True, True) == (
+      'openvino', 'f32')
+
+
 def test_engine_resolution():
   assert capabilities.resolve_engine('auto', ov_available=False) == 'tf'
   assert capabilities.resolve_engine('auto', ov_available=True) == 'openvino'

@@ -130,8 +130,9 @@ def check_scripts(bin_dir: pathlib.Path, tmp: pathlib.Path, model: str):
   assert '--max_size' in shown.stdout and '--route_model' in shown.stdout
   trained = run([bin_dir / 'stylize-train', '--help'], cwd=tmp)
   assert trained.returncode == 0 and '--feature_model' in trained.stdout
-  # The session's model cache (tests/conftest.py): builtin is exported
-  # once for the whole suite, as it is once per user.
+  # The session's model cache (tests/conftest.py, inherited): a builtin
+  # job exports it only if no earlier test did, as once per user. (The
+  # first-use export is checked with caches of their own in test_first_run.)
   job = run([bin_dir / 'stylize', *tiny_job(tmp), '--model', model], cwd=tmp)
   assert job.returncode == 0, job.stderr
   assert 'ok 1   failed 0' in job.stdout

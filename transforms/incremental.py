@@ -241,8 +241,8 @@ class SkipDone(beam.PTransform):
     labels = [s.label for s in self._styles]
     folders = [] if self._force else self._layout.listing_patterns(labels)
     listed = (files.pipeline
-              # Spread by the named Reshuffle; Create's own would be a
-              # second one.
+              # Spread by the named Reshuffle only: beam.Create's own
+              # (for more than one element) would be a second one.
               | 'OutputFolders' >> beam.Create(folders, reshuffle=False)
               | 'SpreadFolders' >> beam.Reshuffle()
               | 'ListOutput' >> beam.ParDo(ListOutputFolder(

@@ -163,7 +163,8 @@ class ListInputs(beam.PTransform):
     if self._specs:
       matched = (
           pbegin
-          | 'InputSpecs' >> beam.Create(self._specs)
+          # Spread by the named Reshuffle only (as SkipDone's folders).
+          | 'InputSpecs' >> beam.Create(self._specs, reshuffle=False)
           | 'ReshuffleSpecs' >> beam.Reshuffle()
           | 'Match' >> beam.ParDo(ExpandInputSpec(self._layout)).with_outputs(
               IGNORED, main='images'))
