@@ -2,6 +2,7 @@
 
 import fcntl
 import html.parser
+import io
 import json
 import os
 import pty
@@ -63,6 +64,34 @@ def test_progress_total_rate_and_eta_from_the_first_pair():
   rate, eta = pace.update({'expected': 100, 'pairs': 90, 'pairs_delta': -20,
                            'ok': 41, 'skipped': 4}, now=50.0)
   assert rate == 2.0 and eta == '17s'  # (80 - 45) / 2.
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_bar_of_a_finished_run_ends_at_its_pairs(tmp_path):
+  """The launcher counts aliases of one file each time (10 entries, 8
+  pairs): a run that completed ends its bar at 8/8, not 8/10; one that
+  was interrupted keeps the count it had."""
+  from transforms.progress import ProgressMonitor, record_expected
+  for finished in (True, False):
+    folder = tmp_path / str(finished)
+    folder.mkdir()
+    record_expected(str(folder), 10)
+    (folder / '1.log').write_text('pairs 8\nok 7\nfailed 1\n')
+    screen = _Terminal()
+    try:
+      with ProgressMonitor(str(folder), stream=screen,
+                           interval=3600) as monitor:
+        assert monitor.update().startswith('8/10 pairs')  # Opens the bar.
+        if not finished:
+          raise KeyboardInterrupt
+    except KeyboardInterrupt:
+      pass
+    last = screen.getvalue().replace('\r', '\n').strip().splitlines()[-1]
+    assert (' 8/8 ' if finished else ' 8/10 ') in last, last
 
 
 def _run_in_terminal(argv, timeout=240):

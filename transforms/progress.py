@@ -257,8 +257,10 @@ class ProgressMonitor:
                      bar_format='{desc}: {percentage:3.0f}%|{bar}| '
                      '{n_fmt}/{total_fmt} [{elapsed}{postfix}]')
 
-  def update(self) -> str:
-    """Reads the events and shows them; the progress line."""
+  def update(self, finished: bool = False) -> str:
+    """Reads the events and shows them; the progress line. finished: the
+    run completed, so what is done is the whole run (the launcher's count
+    errs upwards where inputs are aliases of one file)."""
     events = read_events(self._folder)
     rate, eta = self._pace.update(events, self._clock())
     line = progress_line(events, rate, eta)
@@ -269,7 +271,7 @@ class ProgressMonitor:
             return line  # Nothing planned yet: the phase lines speak.
           self._open_bar(total_of(events))
         done = sum(events.get(k, 0) for k in ('ok', 'failed', 'skipped'))
-        self._bar.total = total_of(events)
+        self._bar.total = done if finished else total_of(events)
         self._bar.n = done
         self._bar.set_postfix_str(line.split('pairs  ', 1)[1], refresh=False)
         self._bar.refresh()
@@ -291,5 +293,5 @@ class ProgressMonitor:
     self._stop.set()
     self._thread.join()
     if self._bar is not None:
-      self.update()
+      self.update(finished=exc[0] is None)
       self._bar.close()
