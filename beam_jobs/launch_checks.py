@@ -20,7 +20,7 @@ from transforms import paths
 from transforms.decode import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS
 from transforms.inputs import any_match, make_input_spec
 from transforms.records import StyleRef
-from transforms.layout import DONE_DIR, STATE_DIR, TMP_DIR
+from transforms.layout import DONE_DIR, STATE_DIR, SUMMARY_NAME, TMP_DIR
 from transforms.storage import ListingError, exists_literally, is_object_store
 
 
@@ -258,7 +258,9 @@ def naming_rule_note(output: str, style_args: Sequence[str],
   that earlier versions wrote (README "The layout rule"), or ''.
 
   The job writes the rule it named outputs by ({output}/.stylize/
-  naming-rule) at the end of every run, so the note is given once. Outputs
+  naming-rule) at the end of every run, so the note is given once; a
+  folder without summary.json has no finished run (a first run
+  interrupted), so it gets no note. Outputs
   whose names change are written under their new names and the old files
   are left in place (they are then counted as orphaned in summary.json);
   style folders whose names change are named here.
@@ -270,8 +272,12 @@ def naming_rule_note(output: str, style_args: Sequence[str],
       with FileSystems.open(naming_rule_uri(output)) as f:
         if int(f.read().decode().strip() or 0) >= NAMING_RULE:
           return ''
-    if exists_literally(paths.join(output, DONE_DIR)) != 'folder':
-      return ''  # A new output folder: nothing named by an earlier rule.
+    if (exists_literally(paths.join(output, DONE_DIR)) != 'folder' or
+        exists_literally(paths.join(output, SUMMARY_NAME)) != 'file'):
+      # A new output folder, or one no run has finished on (every rule
+      # writes summary.json at the end; this rule's file too): nothing
+      # named by an earlier rule.
+      return ''
     moved = []
     if style_args:
       for old, new in zip(parse_styles(style_args, rule=1), styles):

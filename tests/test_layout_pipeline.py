@@ -274,3 +274,24 @@ def test_list_files_are_read_literally_and_relative_to_their_folder(
   assert str(b) not in {r['input'] for r in manifest_rows(out)}
   with pytest.raises(ConfigError, match='is a folder'):
     run(_argv(style, out, ('--input_list', 'lists')))
+
+
+def test_the_naming_rule_note_is_said_once_and_only_for_earlier_runs(
+    tmp_path, style):
+  """README "The layout rule": a folder an earlier version finished runs on
+  (no naming-rule file) gets the note once; a new folder, and one whose
+  only run was stopped before its end (markers, no summary.json), none."""
+  from transforms.layout import naming_rule_uri
+  photos = tmp_path / 'photos'
+  _photo(photos / 'a b.jpg')
+  out = tmp_path / 'out'
+  argv = _argv(style, out, ('--input', photos))
+  assert run(argv).job.naming_note == ''
+  os.remove(naming_rule_uri(str(out)))  # As an earlier version left it.
+  assert 'naming rule' in run(argv + ['--force']).job.naming_note
+  assert run(argv).job.naming_note == ''
+  # As if only a first run had been stopped early: its markers, no
+  # summary.json, no naming-rule file.
+  os.remove(naming_rule_uri(str(out)))
+  os.remove(out / 'summary.json')
+  assert run(argv).job.naming_note == ''
