@@ -197,11 +197,13 @@ def measure_heic_vs_jpeg(jpeg_path: str, folder: str, size: int,
 
 
 def manifest_rows(out: str) -> List[Dict]:
-  """Every row of the manifest shards a run wrote in out (all three
-  benchmarks read them here)."""
+  """Every row of the manifest shards a run wrote in the local folder out
+  (the benchmarks and the tests read them here; shard names: the layout's
+  MANIFEST_SHARD)."""
+  from transforms.layout import MANIFEST_SHARD
   rows = []
   for name in sorted(os.listdir(out)):
-    if name.startswith('manifest-') and name.endswith('.jsonl'):
+    if MANIFEST_SHARD.match(name):
       with open(os.path.join(out, name), encoding='utf-8') as f:
         rows += [json.loads(line) for line in f if line.strip()]
   return rows

@@ -1,6 +1,5 @@
 """Per-file bounds: bytes read, decode memory, untiled pixels (issue 9, item 4)."""
 
-import glob
 import io
 import json
 import os
@@ -22,11 +21,9 @@ from transforms.stylize import BatchByBucket
 
 
 def manifest_rows(out):
-  rows = []
-  for path in sorted(glob.glob(os.path.join(out, 'manifest*.jsonl'))):
-    with open(path, encoding='utf-8') as f:
-      rows += [json.loads(line) for line in f if line.strip()]
-  return {os.path.basename(r['input']): r for r in rows}
+  """The manifest's rows by input file name."""
+  from tests.test_end_to_end import manifest_rows as rows  # pylint: disable=import-outside-toplevel
+  return {os.path.basename(r['input']): r for r in rows(out)}
 
 
 # ------------------------------------------------------- --max_input_bytes --

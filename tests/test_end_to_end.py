@@ -10,15 +10,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from PIL import Image
 
 from beam_jobs.stylize import main, run
+from benchmarks.run import manifest_rows
 from tests.conftest import CHILD_MODEL, ROOT, gradient, image_bytes
-
-
-def manifest_rows(out):
-  rows = []
-  for path in sorted(glob.glob(os.path.join(out, 'manifest*.jsonl'))):
-    with open(path, encoding='utf-8') as f:
-      rows += [json.loads(line) for line in f if line.strip()]
-  return rows
 
 
 def summary(out):

@@ -1,8 +1,6 @@
 """Phone archives: HEIC and AVIF in, colour management, capture metadata kept."""
 
-import glob
 import io
-import json
 import os
 
 import numpy as np
@@ -369,11 +367,9 @@ def phone_folder(root):
 
 
 def manifest_rows(out):
-  rows = []
-  for path in sorted(glob.glob(os.path.join(out, 'manifest*.jsonl'))):
-    with open(path, encoding='utf-8') as f:
-      rows += [json.loads(line) for line in f if line.strip()]
-  return {os.path.basename(r['input']): r for r in rows}
+  """The manifest's rows by input file name."""
+  from tests.test_end_to_end import manifest_rows as rows  # pylint: disable=import-outside-toplevel
+  return {os.path.basename(r['input']): r for r in rows(out)}
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,6 @@ trained_router) on made-up documents, photos and screenshots.
 """
 
 import dataclasses
-import glob
 import json
 import pathlib
 import os
@@ -20,20 +19,13 @@ from PIL import Image
 from beam_jobs.options import ConfigError, JobConfig, validate
 from beam_jobs.stylize import main, parse, run
 from tests.conftest import gradient
+from tests.test_end_to_end import manifest_rows
 from tests.labelled import CLASSES, write_labelled_set
 from transforms.models.router import (ROUTER_FILE, RouterError, RouterInfo,
                                       parse_router_info)
 from transforms.progress import read_events, total_of
 from transforms.records import DecodedImage, InputFile, ManifestRow, Status
 from transforms.routing import RouteImages, parse_route, route_styles
-
-
-def manifest_rows(out):
-  rows = []
-  for path in sorted(glob.glob(os.path.join(out, 'manifest*.jsonl'))):
-    with open(path, encoding='utf-8') as f:
-      rows += [json.loads(line) for line in f if line.strip()]
-  return rows
 
 
 # ----------------------------------------------------------- pure parts --
