@@ -397,7 +397,8 @@ def test_commands_leave_nothing_in_the_temporary_folder(world, tmp_path,
   commands = {
       'stylize --dry_run': [console_script('stylize'), *job_args(
           world, '--model', 'builtin', '--dry_run')],
-      # stylize-train's run checks TensorFlow's own temporary files.
+      # CHILD_MODEL here: stylize-train's run below is the one that checks
+      # TensorFlow's own temporary files.
       'stylize-inspect': [console_script('stylize-inspect'), CHILD_MODEL,
                           '--size', '64'],
       'stylize-train': [console_script('stylize-train'), *train_args(
