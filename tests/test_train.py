@@ -69,6 +69,32 @@ def test_split_is_stratified_deterministic_and_keeps_one_each_side():
   assert other != {i.uri for i in val}  # The seed matters.
 
 
+def test_features_are_read_in_uri_order_whatever_the_shards(tmp_path):
+  """Which image lands in which shard is Beam's choice (shard names are
+  content hashes): the training reads them in URI order, so the same data
+  and --seed train the same router."""
+  from training.extract import read_features, write_shard
+  rows = {u: (i % 2, np.full(3, i, np.float32))
+          for i, u in enumerate(['d', 'a', 'c', 'b', 'e'])}
+
+  def batch(uris):
+    return {'uris': np.array(uris),
+            'labels': np.array([rows[u][0] for u in uris], np.int32),
+            'features': np.stack([rows[u][1] for u in uris])}
+
+  got = []
+  for k, shards in enumerate(([['d', 'a'], ['c', 'b', 'e']],
+                              [['e', 'b'], ['a'], ['c', 'd']])):
+    for uris in shards:
+      write_shard(batch(uris), str(tmp_path / str(k)))
+    got.append(read_features(str(tmp_path / str(k))))
+  for feats in got:
+    assert list(feats['uris']) == ['a', 'b', 'c', 'd', 'e']
+    assert list(feats['labels']) == [rows[u][0] for u in 'abcde']
+    np.testing.assert_array_equal(feats['features'],
+                                  np.stack([rows[u][1] for u in 'abcde']))
+
+
 def test_per_class_precision_and_recall():
   true = np.array([0, 0, 0, 1, 1, 2])
   predicted = np.array([0, 0, 1, 1, 1, 1])

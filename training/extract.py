@@ -165,7 +165,10 @@ class ExtractFeatures(beam.PTransform):
 
 
 def read_features(folder: str) -> Dict[str, np.ndarray]:
-  """All shards below folder as one dict of arrays, one row per URI."""
+  """All shards below folder as one dict of arrays, one row per URI, in
+  URI order: which image lands in which shard is Beam's choice, and the
+  training that reads these must not depend on it (same data and --seed,
+  same router)."""
   arrays = {'uris': [], 'labels': [], 'features': []}
   seen = set()
   shards = [e for e in iter_top_files(paths.join(folder, SHARD_PREFIX))
@@ -182,9 +185,10 @@ def read_features(folder: str) -> Dict[str, np.ndarray]:
   if not arrays['uris']:
     return {'uris': np.array([], str), 'labels': np.array([], np.int32),
             'features': np.zeros((0, 0), np.float32)}
-  return {'uris': np.array(arrays['uris']),
-          'labels': np.array(arrays['labels'], np.int32),
-          'features': np.stack(arrays['features']).astype(np.float32)}
+  order = np.argsort(np.array(arrays['uris']), kind='stable')
+  return {'uris': np.array(arrays['uris'])[order],
+          'labels': np.array(arrays['labels'], np.int32)[order],
+          'features': np.stack(arrays['features']).astype(np.float32)[order]}
 
 
 def read_failures(folder: str) -> List[Dict[str, str]]:
