@@ -298,7 +298,8 @@ def train(cfg: TrainConfig, beam_argv: Sequence[str] = (),
   if short:
     raise ConfigError(f'each class needs at least 2 readable images; too few '
                       f'in {short} (unreadable: {failures[:3]}).')
-  _, split_images = split(readable, cfg.validation_split, cfg.seed)
+  _, split_images = split(cfg.data, readable, cfg.validation_split,
+                          cfg.seed)
   split_of = {i.uri: i.split for i in split_images}
   splits = np.array([split_of[str(u)] for u in feats['uris']])
   is_train = splits == TRAIN

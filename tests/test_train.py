@@ -55,18 +55,37 @@ def small_set(root, per_class=3, seed=5, classes=CLASSES):
 def test_split_is_stratified_deterministic_and_keeps_one_each_side():
   classes = {'a': [f'/d/a/{i}.jpg' for i in range(10)],
              'b': ['/d/b/0.jpg', '/d/b/1.jpg']}
-  labels, images = split(classes, 0.2, seed=0)
+  labels, images = split('/d', classes, 0.2, seed=0)
   assert labels == ['a', 'b']
   val = [i for i in images if i.split == VALIDATION]
   assert sorted((i.label, i.uri) for i in val) == sorted(
-      (i.label, i.uri) for i in split(classes, 0.2, seed=0)[1]
+      (i.label, i.uri) for i in split('/d', classes, 0.2, seed=0)[1]
       if i.split == VALIDATION)
   assert sum(1 for i in val if i.label == 0) == 2
   assert sum(1 for i in val if i.label == 1) == 1
   assert sum(1 for i in images if i.label == 1 and i.split == TRAIN) == 1
-  other = {i.uri for i in split(classes, 0.2, seed=1)[1]
+  other = {i.uri for i in split('/d', classes, 0.2, seed=1)[1]
            if i.split == VALIDATION}
   assert other != {i.uri for i in val}  # The seed matters.
+
+
+@pytest.mark.parametrize('elsewhere', ['/elsewhere/copy', 'gs://bucket/set'])
+def test_the_same_set_copied_elsewhere_splits_the_same_way(elsewhere):
+  """The split goes by each image's name within the data folder, not where
+  the folder is: a copy (another disk, a bucket) trains the same router."""
+  names = [f'{c}/{i:02d}.jpg' for c in 'abc' for i in range(20)]
+
+  def validation_names(root):
+    classes = {c: [f'{root}/{n}' for n in names if n[0] == c] for c in 'abc'}
+    return sorted(i.uri[len(root) + 1:]
+                  for i in split(root, classes, 0.2, seed=3)[1]
+                  if i.split == VALIDATION)
+
+  here = validation_names('/tmp/d')
+  assert len(here) == 12
+  assert validation_names(elsewhere) == here
+  with pytest.raises(ValueError, match='not in the labelled folder'):
+    split('/tmp/d', {'a': ['/other/a/0.jpg', '/other/a/1.jpg']}, 0.2, 0)
 
 
 def test_features_are_read_in_uri_order_whatever_the_shards(tmp_path):

@@ -47,7 +47,7 @@ def list_labelled(data: str) -> Listing:
   ignored = []
   root = paths.join(data)
   for entry in iter_files(root, follow_links=True):
-    rel = entry.path[len(root) + 1:]
+    rel = relative_name(root, entry.path)
     parts = rel.split('/')
     if (len(parts) < 2 or any(p.startswith('.') for p in parts) or
         not paths.is_image_name(rel)):
@@ -66,22 +66,36 @@ def labelled_images(classes: Dict[str, List[str]]
                   enumerate(labels) for uri in classes[name]]
 
 
-def split_key(uri: str, seed: int) -> str:
-  return hashlib.sha1(f'{seed}\0{uri}'.encode('utf-8')).hexdigest()
+def relative_name(data: str, uri: str) -> str:
+  """An image's name within the labelled folder: '<class>/.../<file>'."""
+  root = paths.join(data)
+  if not uri.startswith(root + '/'):
+    raise ValueError(f'{uri!r} is not in the labelled folder {root!r}')
+  return uri[len(root) + 1:]
 
 
-def split(classes: Dict[str, List[str]], fraction: float,
+def split_key(name: str, seed: int) -> str:
+  return hashlib.sha1(f'{seed}\0{name}'.encode('utf-8')).hexdigest()
+
+
+def split(data: str, classes: Dict[str, List[str]], fraction: float,
           seed: int) -> Tuple[List[str], List[LabelledImage]]:
   """(labels, images): per class, a fraction (at least one image) goes to
   validation and at least one stays for training.
 
   The split is stratified and deterministic: images are ordered by a hash of
-  their URI and the seed, so adding images moves few others between splits.
+  the seed and their name within the data folder (relative_name), so adding
+  images moves few others between splits, and the same set copied elsewhere
+  (another folder, a bucket) splits the same way: same data and --seed, same
+  router. (Keyed by the whole URI, a copy split differently, and on a
+  30-image set a different split trained a router that classified 7 of 9
+  new images where the others did 9.)
   """
   labels = sorted(classes)
   images = []
   for index, name in enumerate(labels):
-    uris = sorted(classes[name], key=lambda u: split_key(u, seed))
+    uris = sorted(classes[name],
+                  key=lambda u: split_key(relative_name(data, u), seed))
     n_val = min(len(uris) - 1, max(1, round(len(uris) * fraction)))
     for i, uri in enumerate(uris):
       images.append(LabelledImage(uri, index, VALIDATION if i < n_val
