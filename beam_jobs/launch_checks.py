@@ -217,8 +217,8 @@ def try_model(handle: str, style: np.ndarray, tf_threads: int,
   call, so a bad handle fails now; returns how it applies strength
   (models.base.STRENGTH_*) and what runs it ('openvino bf16').
   fingerprint: the model's content fingerprint (the key under which an
-  in-process run's workers find this loaded model: loader.
-  sharing_loaded_models)."""
+  in-process run's workers find this loaded model:
+  transforms/models/sharing.py)."""
   from transforms.models.base import ModelLoadError
   from transforms.models.loader import load_stylizer
   from transforms.stylize import configure_tf_threads

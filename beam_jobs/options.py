@@ -192,7 +192,8 @@ def validate(options: PipelineOptions, check_model: bool = True,
         status(f'loading model {model} ... {time.perf_counter() - start:.1f} '
                f's ({made_with})')
       if routing:
-        routing_checks.check_router(routing['route_model'], tf_threads)
+        routing_checks.check_router(routing['route_model'], tf_threads,
+                                    routing['fingerprint'])
 
   style_params = StyleParams(strength=o.style_strength,
                              preserve_colors=bool(o.preserve_colors),

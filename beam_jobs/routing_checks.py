@@ -93,13 +93,15 @@ def router_fingerprint(files: str, expected_sha256: Optional[str]) -> str:
   return fingerprint
 
 
-def check_router(folder: str, tf_threads: int) -> None:
+def check_router(folder: str, tf_threads: int,
+                 fingerprint: Optional[str] = None) -> None:
   """Loads the router once and classifies a test image, so a broken one
-  fails now rather than on every worker."""
+  fails now rather than on every worker. fingerprint: router_fingerprint's
+  (the key under which an in-process run's workers find this load)."""
   from transforms.models.base import ModelLoadError
   from transforms.models.router import load_router
   try:
-    load_router(folder, tf_threads).classify(
+    load_router(folder, tf_threads, fingerprint).classify(
         [np.full((64, 64, 3), 128, np.uint8)])
   except ModelLoadError as e:
     raise ConfigError(f'--route_model: {e}') from None

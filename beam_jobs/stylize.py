@@ -280,7 +280,7 @@ def run(argv: Optional[Sequence[str]] = None,
   if runners.is_in_process(options):
     # The model the launch loads to check it is the one the workers (this
     # process) use, in every wave.
-    from transforms.models.loader import sharing_loaded_models
+    from transforms.models.sharing import sharing_loaded_models
     with sharing_loaded_models():
       return _run(options, test_pipeline, check_model, progress_dir, wait,
                   status, launched_at)

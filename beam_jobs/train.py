@@ -143,7 +143,7 @@ def validate(args: argparse.Namespace) -> TrainConfig:
   """
   from transforms.models import tfhub
   from transforms.models.base import ModelLoadError
-  from transforms.models.features import FeatureModel
+  from transforms.models.features import load_feature_model
   from training import data as labelled
   if not args.data:
     raise ConfigError('no --data folder given (one subfolder per class).')
@@ -217,7 +217,8 @@ def validate(args: argparse.Namespace) -> TrainConfig:
   probe_output_writable(output)
 
   try:
-    feature = FeatureModel(args.feature_model, mirror=args.tfhub_mirror)
+    feature = load_feature_model(args.feature_model, args.tfhub_mirror,
+                                 args.tf_threads)
     size, size_from = feature.default_image_size()
     if args.image_size:
       size, size_from = args.image_size, '--image_size'
@@ -319,9 +320,13 @@ def train(cfg: TrainConfig, beam_argv: Sequence[str] = (),
       feats['features'][is_val], feats['labels'][is_val], cfg.epochs,
       cfg.batch_size, cfg.learning_rate, cfg.patience, verbose)
   timings['train_head_s'] = head_fit.seconds
-  model = keras_model.build_model(cfg.feature_path, cfg.image_size,
-                                  len(cfg.labels), cfg.dropout,
-                                  trainable=False)
+  # The feature model validate and the extraction loaded (when this process
+  # was their worker), not a third load; --fine_tune changes its weights
+  # below, its last use.
+  from transforms.models.features import load_feature_model
+  model = keras_model.build_model(
+      load_feature_model(cfg.feature_source, threads=cfg.tf_threads).module,
+      cfg.image_size, len(cfg.labels), cfg.dropout, trainable=False)
   keras_model.copy_head(head, model)
   val_uris = feats['uris'][is_val]
   val_true = feats['labels'][is_val]
@@ -449,9 +454,16 @@ def run(argv: Optional[Sequence[str]] = None,
   argv = list(sys.argv[1:] if argv is None else argv)
   args, beam_argv = split_args(argv)
   from apache_beam.io.filesystems import FileSystems
+  from beam_jobs.runners import is_in_process
+  from beam_jobs.stylize import with_local_defaults
+  from transforms.models.sharing import sharing_loaded_models
   FileSystems.set_options(PipelineOptions(beam_argv))
-  cfg = validate(args)
-  return train(cfg, beam_argv, out)
+  if not is_in_process(PipelineOptions(with_local_defaults(beam_argv))):
+    return train(validate(args), beam_argv, out)
+  # The extraction's workers are this process: they, and the model built
+  # around the feature layer, use the feature model validate loaded.
+  with sharing_loaded_models():
+    return train(validate(args), beam_argv, out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -297,6 +297,23 @@ def upload(local: pathlib.Path, gs_root: str) -> str:
   return gs_root if not local.is_file() else f'{gs_root}/{local.name}'
 
 
+@pytest.fixture
+def calls_to(monkeypatch):
+  """calls_to(owner, name) -> a list that grows by one (the call's args) on
+  every call of owner.name, which still runs: an observer, not a mock
+  (for "loaded once" checks)."""
+  def spy(owner, name):
+    calls = []
+    real = getattr(owner, name)
+
+    def observed(*args, **kwargs):
+      calls.append(args)
+      return real(*args, **kwargs)
+    monkeypatch.setattr(owner, name, observed)
+    return calls
+  return spy
+
+
 @pytest.fixture(scope='session')
 def features_model():
   """The real pretrained feature-vector model in TF Hub's reusable format."""

@@ -314,7 +314,7 @@ def test_route_images_under_test_pipeline(trained_router, tmp_path):
 
 @pytest.mark.slow
 def test_routed_run_end_to_end_and_rerun(trained_router, tmp_path,
-                                         shared_styles):
+                                         shared_styles, calls_to):
   inputs = tmp_path / 'in'
   made = write_labelled_set(inputs, trained_router['photos'], 3, seed=77)
   (inputs / 'photo' / 'broken.jpg').write_bytes(b'not a jpeg')
@@ -331,11 +331,17 @@ def test_routed_run_end_to_end_and_rerun(trained_router, tmp_path,
           '--route', f'screenshot={bricks}']
   progress = tmp_path / 'progress'
   progress.mkdir()
+  from transforms.models import loader
+  from transforms.models.router import Router
+  model_loads = calls_to(loader, '_load')
+  router_loads = calls_to(Router, '__init__')
   first = run(argv, progress_dir=str(progress))
   from apache_beam.metrics.metric import MetricsFilter
   loads = first.metrics().query(
       MetricsFilter().with_name('router_loads'))['counters']
   assert sum(c.committed for c in loads) == 1  # Once per worker process.
+  # The workers are this process: they use what the launch loaded to check.
+  assert (len(model_loads), len(router_loads)) == (1, 1)
   rows = manifest_rows(out)
   blend = 'bricks_sq-50+La_forma-50'
   expected_styles = {'photo': {'towers_1916_sq', blend},

@@ -559,14 +559,20 @@ def test_trained_router_is_self_contained(trained_router, tmp_path):
 
 
 @pytest.mark.slow
-def test_fine_tune_trains_the_feature_layer(tmp_path, features_model):
+def test_fine_tune_trains_the_feature_layer(tmp_path, features_model,
+                                           calls_to):
+  from transforms.models.features import FeatureModel
   data = small_set(tmp_path / 'data', per_class=4,
                    classes=('document', 'photo'))
+  loads = calls_to(FeatureModel, '__init__')
   lines = []
   report = train(train_args(data, tmp_path / 'router', features_model,
                             '--fine_tune', '--fine_tune_epochs', '1',
                             '--image_size', '64'), out=lines.append)
   text = '\n'.join(lines)
+  # One load: the check, the extraction (in this process) and the model
+  # around the feature layer share it.
+  assert len(loads) == 1
   assert 'fine-tuning the feature model' in text
   assert 'Non-trainable params: 201' in text  # Only the normalisation.
   assert report['training']['fine_tune']['epochs_run'] >= 1

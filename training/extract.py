@@ -62,11 +62,9 @@ class _Loaded:
 
 
 def _load_feature_model(handle: str, tf_threads: int) -> _Loaded:
-  from transforms.models.features import FeatureModel
-  from transforms.stylize import configure_tf_threads
-  configure_tf_threads(tf_threads)
+  from transforms.models.features import load_feature_model
   start = time.perf_counter()
-  model = FeatureModel(handle)
+  model = load_feature_model(handle, threads=tf_threads)
   logger.info('Loaded feature model %s in pid %d in %.2fs', handle,
               os.getpid(), time.perf_counter() - start)
   return _Loaded(model)

@@ -41,14 +41,16 @@ class FitResult:
   seconds: float = 0.0
 
 
-def build_model(feature_path: str, image_size: int, n_classes: int,
+def build_model(feature_model, image_size: int, n_classes: int,
                 dropout: float, trainable: bool):
   """Sequential([hub.KerasLayer, Dropout, Dense(softmax)]), built for
-  [None, image_size, image_size, 3] float32 images in [0, 1]."""
+  [None, image_size, image_size, 3] float32 images in [0, 1].
+  feature_model: what hub.KerasLayer takes: a SavedModel folder, or the
+  object hub.load made of one."""
   import tensorflow_hub as hub
   keras = _keras()
   try:
-    feature_layer = hub.KerasLayer(feature_path, trainable=trainable,
+    feature_layer = hub.KerasLayer(feature_model, trainable=trainable,
                                    name='feature_model')
   except ValueError as e:
     from transforms.models.base import ModelLoadError

@@ -47,6 +47,26 @@ def size_from_handle(handle: str) -> Optional[int]:
   return None
 
 
+def load_feature_model(handle: str, mirror: Optional[str] = None,
+                       threads: int = 0) -> 'FeatureModel':
+  """A FeatureModel, TF's threads capped first (configure_tf_threads);
+  loaded once per stylize-train run on Beam's in-process runner: the
+  launch's check, the extraction workers and the model built around it
+  share it (transforms/models/sharing.py).
+
+  Raises:
+    ModelLoadError: as FeatureModel.
+  """
+  from transforms.models import sharing
+  from transforms.stylize import configure_tf_threads
+  source = tfhub.mirrored(handle, mirror)
+
+  def load() -> FeatureModel:
+    configure_tf_threads(threads)
+    return FeatureModel(handle, mirror)
+  return sharing.shared_load(('features', source, threads), load)
+
+
 class FeatureModel:
   """A loaded feature-vector model: features(uint8 images) -> [B, D]."""
 
@@ -83,6 +103,11 @@ class FeatureModel:
       raise ModelLoadError(
           f'feature model {handle!r} loaded but is not callable: it is not a '
           'TF2 reusable SavedModel (model(images) -> feature vectors).')
+
+  @property
+  def module(self):
+    """The loaded object (hub.load's), e.g. for hub.KerasLayer."""
+    return self._model
 
   def fixed_image_size(self) -> Optional[int]:
     """The square input size the model declares, if it declares one."""

@@ -1,14 +1,12 @@
 """Resolves a --model value to the adapter that loads it."""
 
-import contextlib
 import logging
 import os
-import threading
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Optional
 
 from transforms import paths
 from transforms.models.base import ModelLoadError, Stylizer
-from transforms.models import builtin, cache, embedded, tfhub
+from transforms.models import builtin, cache, embedded, sharing, tfhub
 
 logger = logging.getLogger(__name__)
 
@@ -34,32 +32,6 @@ def describe_model(handle: str) -> str:
   if '://' in handle and not handle.startswith('file://'):
     return 'hub'
   return 'savedmodel'
-
-
-# Models loaded while sharing is on (sharing_loaded_models): the launcher's
-# check and the in-process runner's workers then load each model once.
-_shared: Optional[Dict[Tuple, Stylizer]] = None
-_shared_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def sharing_loaded_models() -> Iterator[None]:
-  """For the length of a local run on Beam's in-process runner: a model
-  the launch loaded to check it (launch_checks.try_model) is the one the
-  workers (the same process) use, and every wave of the run uses it too,
-  instead of converting and compiling it again. Keyed by the model's
-  content fingerprint; a model whose files changed since the launch is
-  refused before the cache is looked at (verify_fingerprint). Off again,
-  and the models let go, when the run ends; never on for worker processes
-  of other runners."""
-  global _shared  # pylint: disable=global-statement
-  with _shared_lock:
-    _shared = {}
-  try:
-    yield
-  finally:
-    with _shared_lock:
-      _shared = None
 
 
 def load_stylizer(handle: str, threads: int = 0,
@@ -113,16 +85,10 @@ def load_stylizer(handle: str, threads: int = 0,
   # files whose fingerprint this is.
   key = (handle, expected_fingerprint, threads, resolved, resolved_precision,
          max_shapes, exact_buckets)
-  with _shared_lock:
-    shared = _shared
-  if shared is None or not expected_fingerprint:
-    return _load(handle, threads, expected_sha256, engine, resolved,
-                 resolved_precision, max_shapes, exact_buckets)
-  with _shared_lock:
-    if key not in shared:
-      shared[key] = _load(handle, threads, expected_sha256, engine, resolved,
-                          resolved_precision, max_shapes, exact_buckets)
-    return shared[key]
+  return sharing.shared_load(
+      ('stylizer',) + key if expected_fingerprint else None,
+      lambda: _load(handle, threads, expected_sha256, engine, resolved,
+                    resolved_precision, max_shapes, exact_buckets))
 
 
 def _load(handle: str, threads: int, expected_sha256: Optional[str],

@@ -174,6 +174,22 @@ def fit_image(pixels: np.ndarray, size: int) -> np.ndarray:
   return np.asarray(im, dtype=np.uint8)
 
 
+def verify_fingerprint(folder: str, info: RouterInfo,
+                       fingerprint: str) -> None:
+  """The router's files still have the fingerprint the launch took.
+
+  Raises:
+    RouterError: they changed since.
+  """
+  from transforms.identity import files_fingerprint
+  actual = files_fingerprint(router_files(folder, info))
+  if actual != fingerprint:
+    raise RouterError(
+        f'router {folder!r} changed since the job was launched (its '
+        f'files now have fingerprint {actual}, the launch saw '
+        f'{fingerprint}). Rerun the job.')
+
+
 class Router:
   """A loaded router: classify(images) -> (label, probability) per image."""
 
@@ -193,13 +209,7 @@ class Router:
     self.folder = folder
     self.info = read_router_info(folder)
     if fingerprint:
-      from transforms.identity import files_fingerprint
-      actual = files_fingerprint(router_files(folder, self.info))
-      if actual != fingerprint:
-        raise RouterError(
-            f'router {folder!r} changed since the job was launched (its '
-            f'files now have fingerprint {actual}, the launch saw '
-            f'{fingerprint}). Rerun the job.')
+      verify_fingerprint(folder, self.info, fingerprint)
     local = cache.localize(folder)
     model_dir = paths.join(local, self.info.saved_model)
     try:
@@ -240,7 +250,18 @@ class Router:
 
 def load_router(folder: str, threads: int = 0,
                 fingerprint: Optional[str] = None) -> Router:
-  """A Router, with TF's threads capped first (see configure_tf_threads)."""
+  """A Router, with TF's threads capped first (see configure_tf_threads).
+  With a fingerprint, loaded once per local run on Beam's in-process runner
+  (the launch's check and the workers: transforms/models/sharing.py)."""
+  from transforms.models import sharing
   from transforms.stylize import configure_tf_threads
-  configure_tf_threads(threads)
-  return Router(folder, fingerprint)
+
+  if fingerprint:
+    # Checked on every call, before a shared load is looked at.
+    verify_fingerprint(folder, read_router_info(folder), fingerprint)
+
+  def load() -> Router:
+    configure_tf_threads(threads)
+    return Router(folder)
+  return sharing.shared_load(
+      ('router', folder, fingerprint, threads) if fingerprint else None, load)

@@ -1,0 +1,49 @@
+"""One load per process for what a local run's launcher and its workers both
+load: the launcher loads a model to check it, and on Beam's in-process
+runner the workers are the same process.
+
+Not Beam's apache_beam.utils.shared.Shared: that holds one object per Shared
+instance, made by a DoFn, which the launcher (no DoFn) cannot reach, and it
+lets go of an object as soon as nobody holds it, between the check and the
+workers' setup. Here a run turns sharing on for its length
+(sharing_loaded_models) and loaders ask for a key (shared_load); off again,
+and the models let go, when the run ends; never on for worker processes of
+other runners, where a load is a load.
+"""
+
+import contextlib
+import threading
+from typing import Any, Callable, Dict, Hashable, Iterator, Optional, TypeVar
+
+T = TypeVar('T')
+
+_shared: Optional[Dict[Hashable, Any]] = None
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def sharing_loaded_models() -> Iterator[None]:
+  """For the length of a local run on Beam's in-process runner: what is
+  loaded under one key (shared_load) is loaded once."""
+  global _shared  # pylint: disable=global-statement
+  with _lock:
+    _shared = {}
+  try:
+    yield
+  finally:
+    with _lock:
+      _shared = None
+
+
+def shared_load(key: Optional[Hashable], load: Callable[[], T]) -> T:
+  """load(), or what an earlier call with this key loaded while sharing is
+  on. key None: always load (nothing identifies the thing well enough).
+  Loads are serialised while sharing is on (one load per key)."""
+  with _lock:
+    shared = _shared
+  if shared is None or key is None:
+    return load()
+  with _lock:
+    if key not in shared:
+      shared[key] = load()
+    return shared[key]
