@@ -454,14 +454,12 @@ def run(argv: Optional[Sequence[str]] = None,
   argv = list(sys.argv[1:] if argv is None else argv)
   args, beam_argv = split_args(argv)
   from apache_beam.io.filesystems import FileSystems
-  from beam_jobs.runners import is_in_process
-  from beam_jobs.stylize import with_local_defaults
   from transforms.models.sharing import sharing_loaded_models
   FileSystems.set_options(PipelineOptions(beam_argv))
-  if not is_in_process(PipelineOptions(with_local_defaults(beam_argv))):
-    return train(validate(args), beam_argv, out)
-  # The extraction's workers are this process: they, and the model built
-  # around the feature layer, use the feature model validate loaded.
+  # The feature model validate loads is the one the model around the
+  # feature layer uses, and on Beam's in-process runner the extraction's
+  # workers (this process) too. Worker processes of other runners are
+  # other processes: they load their own.
   with sharing_loaded_models():
     return train(validate(args), beam_argv, out)
 

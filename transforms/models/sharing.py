@@ -1,14 +1,15 @@
-"""One load per process for what a local run's launcher and its workers both
-load: the launcher loads a model to check it, and on Beam's in-process
-runner the workers are the same process.
+"""One load per run for what a launcher loads more than once: the launcher
+loads a model to check it, and on Beam's in-process runner the workers are
+the same process (stylize: the model, the router; stylize-train: the
+feature model, which the launcher also builds the router's model around).
 
 Not Beam's apache_beam.utils.shared.Shared: that holds one object per Shared
 instance, made by a DoFn, which the launcher (no DoFn) cannot reach, and it
 lets go of an object as soon as nobody holds it, between the check and the
 workers' setup. Here a run turns sharing on for its length
 (sharing_loaded_models) and loaders ask for a key (shared_load); off again,
-and the models let go, when the run ends; never on for worker processes of
-other runners, where a load is a load.
+and the models let go, when the run ends. Worker processes (other runners,
+multi_processing) are other processes: there sharing is off, a load a load.
 """
 
 import contextlib
@@ -23,8 +24,8 @@ _lock = threading.Lock()
 
 @contextlib.contextmanager
 def sharing_loaded_models() -> Iterator[None]:
-  """For the length of a local run on Beam's in-process runner: what is
-  loaded under one key (shared_load) is loaded once."""
+  """For the length of a run: what is loaded under one key (shared_load)
+  is loaded once."""
   global _shared  # pylint: disable=global-statement
   with _lock:
     _shared = {}
