@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                       'https://hub.tensorflow.google.cn (default: '
                       '$TFHUB_MIRROR).')
   parser.add_argument('--tf_threads', type=int, default=0,
-                      help='TF intra-op threads in extraction workers (0: TF '
-                      'default).')
+                      help='TF intra-op threads in extraction worker processes '
+                      '(0: TF default).')
   parser.add_argument('--quiet', nargs='?', const=True, default=False,
                       type=_boolean, help='No per-epoch lines.')
   return parser
@@ -185,7 +185,10 @@ def validate(args: argparse.Namespace) -> TrainConfig:
     raise ConfigError(f'--data {args.data!r} ' + (
         'is a file; give the folder holding one subfolder per class.'
         if kind == 'file' else 'does not exist.'))
-  listing = labelled.list_labelled(data)
+  try:
+    listing = labelled.list_labelled(data)
+  except ValueError as e:  # A listed path outside --data (relative_name).
+    raise ConfigError(f'--data {args.data!r}: {e}') from None
   if not listing.classes:
     raise ConfigError(f'--data {args.data!r} has no images in class '
                       'subfolders: expected DATA/<class>/<image>, e.g. '
@@ -216,12 +219,19 @@ def validate(args: argparse.Namespace) -> TrainConfig:
   check_router_output(output)
   probe_output_writable(output)
 
+  # The launcher's TF is not capped by --tf_threads (the extraction
+  # workers' setting): head training and --fine_tune run here.
   try:
-    feature = load_feature_model(args.feature_model, args.tfhub_mirror,
-                                 args.tf_threads)
-    size, size_from = feature.default_image_size()
-    if args.image_size:
-      size, size_from = args.image_size, '--image_size'
+    feature = load_feature_model(args.feature_model, args.tfhub_mirror)
+  except ModelLoadError as e:
+    raise ConfigError(f'--feature_model: {e}') from None
+  except OSError as e:
+    raise ConfigError(f'--feature_model {args.feature_model!r}: {e}'
+                      ) from None
+  size, size_from = feature.default_image_size()
+  if args.image_size:
+    size, size_from = args.image_size, '--image_size'
+  try:
     import numpy as np
     probe = feature.features(np.zeros((1, size, size, 3), np.uint8))
   except ModelLoadError as e:
@@ -325,7 +335,7 @@ def train(cfg: TrainConfig, beam_argv: Sequence[str] = (),
   # below, its last use.
   from transforms.models.features import load_feature_model
   model = keras_model.build_model(
-      load_feature_model(cfg.feature_source, threads=cfg.tf_threads).module,
+      load_feature_model(cfg.feature_source).module,
       cfg.image_size, len(cfg.labels), cfg.dropout, trainable=False)
   keras_model.copy_head(head, model)
   val_uris = feats['uris'][is_val]

@@ -392,6 +392,8 @@ def test_routed_run_end_to_end_and_rerun(trained_router, tmp_path,
   before = {r['output']: os.path.getmtime(r['output']) for r in rows
             if r['output']}
   result = run(argv)
+  # A new run loads anew (what a run shares ends with it), once again.
+  assert (len(model_loads), len(router_loads)) == (2, 2)
   again = manifest_rows(out)
   assert len(again) == len(rows)
   stylized = result.metrics().query(

@@ -639,3 +639,16 @@ def test_train_from_and_to_gs(gcs_emulator, tmp_path, features_model):
   assert FileSystems.exists(f'{output}/{model_dir}/saved_model.pb')
   router = Router(output)  # Copied into the local cache, then loaded.
   assert router.labels == ('document', 'photo')
+  # The bucket's copy and the local folder (with or without a trailing
+  # slash) list the same names and split them the same way.
+  from training.data import list_labelled, relative_name
+
+  def validation_names(root):
+    classes = list_labelled(root).classes
+    return sorted(relative_name(root, i.uri)
+                  for i in split(root, classes, 0.5, seed=0)[1]
+                  if i.split == VALIDATION)
+  local = validation_names(str(tmp_path / 'data'))
+  assert len(local) == 4
+  assert validation_names(data) == local
+  assert validation_names(str(tmp_path / 'data') + '/') == local

@@ -49,10 +49,14 @@ def size_from_handle(handle: str) -> Optional[int]:
 
 def load_feature_model(handle: str, mirror: Optional[str] = None,
                        threads: int = 0) -> 'FeatureModel':
-  """A FeatureModel, TF's threads capped first (configure_tf_threads);
-  loaded once per stylize-train run on Beam's in-process runner: the
-  launch's check, the extraction workers and the model built around it
-  share it (transforms/models/sharing.py).
+  """A FeatureModel; loaded once per stylize-train run (the launch's
+  check, the model built around it and, on Beam's in-process runner, the
+  extraction workers share it: transforms/models/sharing.py).
+
+  threads: --tf_threads, for an extraction worker: TF's threads are capped
+  before the load (configure_tf_threads). TF's pools are per process and
+  fixed by its first op, so threads is not part of what is shared: the
+  launcher (0, TF's default) loads first and in-process workers find that.
 
   Raises:
     ModelLoadError: as FeatureModel.
@@ -64,7 +68,7 @@ def load_feature_model(handle: str, mirror: Optional[str] = None,
   def load() -> FeatureModel:
     configure_tf_threads(threads)
     return FeatureModel(handle, mirror)
-  return sharing.shared_load(('features', source, threads), load)
+  return sharing.shared_load(('features', source), load)
 
 
 class FeatureModel:

@@ -182,7 +182,10 @@ def verify_fingerprint(folder: str, info: RouterInfo,
     RouterError: they changed since.
   """
   from transforms.identity import files_fingerprint
-  actual = files_fingerprint(router_files(folder, info))
+  try:
+    actual = files_fingerprint(router_files(folder, info))
+  except OSError as e:
+    raise RouterError(f'router {folder!r} cannot be read: {e}') from e
   if actual != fingerprint:
     raise RouterError(
         f'router {folder!r} changed since the job was launched (its '
@@ -257,11 +260,12 @@ def load_router(folder: str, threads: int = 0,
   from transforms.stylize import configure_tf_threads
 
   if fingerprint:
-    # Checked on every call, before a shared load is looked at.
+    # Checked on every call, before a shared load is looked at; a load
+    # checks again what it loads (router.json may be swapped in between).
     verify_fingerprint(folder, read_router_info(folder), fingerprint)
 
   def load() -> Router:
     configure_tf_threads(threads)
-    return Router(folder)
+    return Router(folder, fingerprint)
   return sharing.shared_load(
       ('router', folder, fingerprint, threads) if fingerprint else None, load)

@@ -19,32 +19,49 @@ from typing import Any, Callable, Dict, Hashable, Iterator, Optional, TypeVar
 T = TypeVar('T')
 
 _shared: Optional[Dict[Hashable, Any]] = None
-_lock = threading.Lock()
+_key_locks: Dict[Hashable, threading.Lock] = {}
+_depth = 0  # Nested runs (a run inside a run) share the outer run's loads.
+_lock = threading.Lock()  # Guards the three above; not held while loading.
 
 
 @contextlib.contextmanager
 def sharing_loaded_models() -> Iterator[None]:
   """For the length of a run: what is loaded under one key (shared_load)
   is loaded once."""
-  global _shared  # pylint: disable=global-statement
+  global _shared, _depth  # pylint: disable=global-statement
   with _lock:
-    _shared = {}
+    if _depth == 0:
+      _shared = {}
+      _key_locks.clear()
+    _depth += 1
   try:
     yield
   finally:
     with _lock:
-      _shared = None
+      _depth -= 1
+      if _depth == 0:
+        _shared = None
+        _key_locks.clear()
 
 
 def shared_load(key: Optional[Hashable], load: Callable[[], T]) -> T:
   """load(), or what an earlier call with this key loaded while sharing is
   on. key None: always load (nothing identifies the thing well enough).
-  Loads are serialised while sharing is on (one load per key)."""
+  One load per key at a time (the others wait for it, then share it); loads
+  under other keys go on meanwhile. A load that raises is not kept."""
   with _lock:
     shared = _shared
-  if shared is None or key is None:
+    if shared is None or key is None:
+      key_lock = None
+    else:
+      key_lock = _key_locks.setdefault(key, threading.Lock())
+  if key_lock is None:
     return load()
-  with _lock:
-    if key not in shared:
-      shared[key] = load()
-    return shared[key]
+  with key_lock:
+    with _lock:
+      if key in shared:
+        return shared[key]
+    loaded = load()
+    with _lock:
+      shared[key] = loaded
+    return loaded
