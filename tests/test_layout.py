@@ -237,6 +237,11 @@ def test_image_extensions_any_case():
   assert paths.is_image_name('a.WebP')
   assert not paths.is_image_name('/x/.DS_Store')
   assert not paths.is_image_name('/x/IMG.xmp')
+  # The extension follows the last dot, leading dots or not.
+  assert paths.is_image_name('/x/..jpg') and paths.is_image_name('.a.png')
+  assert paths.is_image_name('gs://b/x..y.JPG')
+  assert not paths.is_image_name('/x/.jpg')  # A dotfile named "jpg".
+  assert not paths.is_image_name('/x.jpg/readme')
 
 
 def test_list_entries_skip_blanks_and_comments():

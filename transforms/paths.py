@@ -79,7 +79,14 @@ def is_glob(path: str) -> bool:
 
 
 def is_image_name(path: str) -> bool:
-  return posixpath.splitext(path.lower())[1] in IMAGE_EXTENSIONS
+  """An image by its extension (any case): what follows the name's last
+  dot, if something precedes that dot. Not posixpath.splitext, which skips
+  all leading dots: it gives '..jpg' no extension, so a folder's '..jpg'
+  was ignored while the same file named in a list file was stylized. A
+  name that is a dot and an extension only ('.jpg') is a dotfile, as
+  there."""
+  stem, dot, ext = posixpath.basename(path).rpartition('.')
+  return bool(dot and stem) and f'.{ext.lower()}' in IMAGE_EXTENSIONS
 
 
 def _norm(path: str) -> str:
