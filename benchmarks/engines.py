@@ -374,9 +374,12 @@ def pipeline_child(spec: dict) -> dict:
           '--direct_running_mode=in_memory'] + spec.get('extra', [])
   with PeakRss() as rss:
     start = time.perf_counter()
-    run(argv)
+    result = run(argv)
     wall = time.perf_counter() - start
   rows = manifest_rows(out)
+  from apache_beam.metrics.metric import MetricsFilter
+  calls = [d.committed for d in result.metrics().query(MetricsFilter(
+      ).with_name('images_per_call'))['distributions'] if d.committed]
   ok = [r for r in rows if r['status'] == 'ok']
   totals = {k: sum(r['timings'].get(k, 0.0) for r in ok) for k in STAGES}
   made_with: Dict[str, int] = {}
@@ -399,6 +402,10 @@ def pipeline_child(spec: dict) -> dict:
       # Seconds the model ran per second of wall time (one calling thread
       # in-process): below 1, the model waited for something.
       'model_busy_fraction': totals['stylize_s'] / wall,
+      # How full the model's calls were (--batch_size at most).
+      'images_per_call': (sum(d.sum for d in calls) /
+                          max(1, sum(d.count for d in calls))),
+      'model_calls': sum(d.count for d in calls),
   }
 
 

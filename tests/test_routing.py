@@ -342,6 +342,13 @@ def test_routed_run_end_to_end_and_rerun(trained_router, tmp_path,
   assert sum(c.committed for c in loads) == 1  # Once per worker process.
   # The workers are this process: they use what the launch loaded to check.
   assert (len(model_loads), len(router_loads)) == (1, 1)
+  # Every stylized image went through a model call of at most --batch_size.
+  calls = [d.committed for d in first.metrics().query(
+      MetricsFilter().with_name('images_per_call'))['distributions']]
+  stylized = first.metrics().query(
+      MetricsFilter().with_name('stylized'))['counters']
+  assert sum(d.sum for d in calls) == sum(c.committed for c in stylized) > 0
+  assert max(d.max for d in calls) <= 3
   rows = manifest_rows(out)
   blend = 'bricks_sq-50+La_forma-50'
   expected_styles = {'photo': {'towers_1916_sq', blend},
