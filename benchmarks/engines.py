@@ -378,8 +378,11 @@ def pipeline_child(spec: dict) -> dict:
     wall = time.perf_counter() - start
   rows = manifest_rows(out)
   from apache_beam.metrics.metric import MetricsFilter
-  calls = [d.committed for d in result.metrics().query(MetricsFilter(
-      ).with_name('images_per_call'))['distributions'] if d.committed]
+  # Committed where the runner has them, else attempted. run() returns the
+  # last wave's result: with --wave_pairs, the last wave's batches only.
+  batches = [d.committed or d.attempted for d in result.metrics().query(
+      MetricsFilter().with_name('images_per_batch'))['distributions']]
+  batches = [d for d in batches if d and d.count]
   ok = [r for r in rows if r['status'] == 'ok']
   totals = {k: sum(r['timings'].get(k, 0.0) for r in ok) for k in STAGES}
   made_with: Dict[str, int] = {}
@@ -402,10 +405,11 @@ def pipeline_child(spec: dict) -> dict:
       # Seconds the model ran per second of wall time (one calling thread
       # in-process): below 1, the model waited for something.
       'model_busy_fraction': totals['stylize_s'] / wall,
-      # How full the model's calls were (--batch_size at most).
-      'images_per_call': (sum(d.sum for d in calls) /
-                          max(1, sum(d.count for d in calls))),
-      'model_calls': sum(d.count for d in calls),
+      # How full the batches handed to the model were (--batch_size at
+      # most; per style); None where the runner reported no metrics.
+      'images_per_batch': (sum(d.sum for d in batches) /
+                           sum(d.count for d in batches) if batches else None),
+      'batches': sum(d.count for d in batches) if batches else None,
   }
 
 
@@ -617,7 +621,9 @@ def machine() -> dict:
   commit = os.environ.get('STYLIZE_BENCH_COMMIT')
   if not commit:
     try:
-      commit = subprocess.run(['git', '-C', ROOT, 'rev-parse', 'HEAD'],
+      # '-dirty' when the working tree differs from that commit.
+      commit = subprocess.run(['git', '-C', ROOT, 'describe', '--always',
+                               '--abbrev=40', '--dirty'],
                               capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

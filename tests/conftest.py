@@ -94,9 +94,9 @@ def pytest_configure(config):
   is free): processes killed on purpose by the tests leave their
   temporary files there, not in /tmp. One folder per session, so two test
   sessions at once (a developer's and CI's, or a loop of runs) never remove
-  each other's files. pytest's own basetemp (pytest-of-<user>: of the last
-  3 sessions, the folders of failed tests are kept, pytest.ini) is beside
-  it (PYTEST_DEBUG_TEMPROOT). The commands' own
+  each other's files. pytest's own basetemp (pytest-of-<user>: removed by a
+  passing session; a failing one keeps its failed tests' and fixtures'
+  folders, pytest.ini) is beside it (PYTEST_DEBUG_TEMPROOT). The commands' own
   clean-up is tested with a fresh TMPDIR each
   (test_first_run.py::test_commands_leave_nothing_in_the_temporary_folder)."""
   if os.environ.get('STYLIZE_TEST_TMPDIR'):  # xdist workers: the controller's.

@@ -119,7 +119,7 @@ def test_engines_harness_quick_writes_the_table_keys(tmp_path, capsys):
       assert run['ok'] == int(n[1:]) and run['peak_rss_mb'] > 0
       assert run['images_per_s'] > 0 and 'stylize_s' in run['stage_split_s']
       assert run['loadavg_start'] and run['loadavg_end']
-      assert 1 <= run['images_per_call'] <= 4 and run['model_calls'] >= 1
+      assert 1 <= run['images_per_batch'] <= 4 and run['batches'] >= 1
     # Steady state needs N2 slower than N1: at 2 and 3 images it may not
     # be, so these may be None, but they are always there.
     for key in ('steady_state_images_per_s', 'peak_rss_mb',

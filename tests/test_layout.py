@@ -242,6 +242,9 @@ def test_image_extensions_any_case():
   assert paths.is_image_name('gs://b/x..y.JPG')
   assert not paths.is_image_name('/x/.jpg')  # A dotfile named "jpg".
   assert not paths.is_image_name('/x.jpg/readme')
+  # A Mac's AppleDouble twin of a photo is metadata, not an image.
+  assert not paths.is_image_name('/x/._IMG_0001.JPG')
+  assert paths.is_image_name('/x/_IMG_0001.JPG')
 
 
 def test_list_entries_skip_blanks_and_comments():

@@ -342,9 +342,10 @@ def test_routed_run_end_to_end_and_rerun(trained_router, tmp_path,
   assert sum(c.committed for c in loads) == 1  # Once per worker process.
   # The workers are this process: they use what the launch loaded to check.
   assert (len(model_loads), len(router_loads)) == (1, 1)
-  # Every stylized image went through a model call of at most --batch_size.
+  # Every stylized image went to the model in a batch of at most
+  # --batch_size (per style).
   calls = [d.committed for d in first.metrics().query(
-      MetricsFilter().with_name('images_per_call'))['distributions']]
+      MetricsFilter().with_name('images_per_batch'))['distributions']]
   stylized = first.metrics().query(
       MetricsFilter().with_name('stylized'))['counters']
   assert sum(d.sum for d in calls) == sum(c.committed for c in stylized) > 0

@@ -24,6 +24,8 @@ def _tree(root):
   gradient(20, 10).save(root / 'a' / 'deep' / 'x.jpeg')
   gradient(20, 10).save(root / 'b' / 'Ölgemälde.webp')
   (root / 'a' / '.DS_Store').write_bytes(b'\0\0')
+  # What a Mac leaves beside a photo it copies (AppleDouble metadata).
+  (root / 'a' / '._IMG_0001.JPG').write_bytes(b'\0\5\26\7')
   (root / 'b' / 'IMG_0001.xmp').write_text('<xmp/>')
 
 
@@ -57,7 +59,8 @@ def test_list_inputs_recursive_unique_and_counted(tmp_path):
             ('b/Ölgemälde.webp', 'b/Ölgemälde.webp'),
         ]), label='files')
     assert_that(ignored | beam.Map(lambda u: u.rsplit('/', 1)[1]),
-                equal_to(['.DS_Store', 'IMG_0001.xmp']), label='ignored')
+                equal_to(['.DS_Store', '._IMG_0001.JPG', 'IMG_0001.xmp']),
+                label='ignored')
 
 
 def test_explicit_file_kept_whatever_its_extension(tmp_path):

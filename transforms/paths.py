@@ -19,6 +19,8 @@ IMAGE_EXTENSIONS = frozenset({
     '.bmp', '.gif', '.ppm', '.pgm', '.pbm', '.pnm', '.tga', '.jp2', '.j2k',
     '.heic', '.heif', '.hif', '.avif', '.ico', '.psd'
 })
+#: macOS AppleDouble metadata files ('._' + the file's name): not images.
+APPLEDOUBLE_PREFIX = '._'
 
 _GLOB_CHARS = re.compile(r'[*?\[]')
 SCHEME = re.compile(r'^([a-zA-Z][a-zA-Z0-9+.-]*)://')
@@ -84,8 +86,16 @@ def is_image_name(path: str) -> bool:
   all leading dots: it gives '..jpg' no extension, so a folder's '..jpg'
   was ignored while the same file named in a list file was stylized. A
   name that is a dot and an extension only ('.jpg') is a dotfile, as
-  there."""
-  stem, dot, ext = posixpath.basename(path).rpartition('.')
+  splitext has it.
+
+  macOS's AppleDouble files ('._IMG_1.JPG', the metadata beside every file
+  a Mac copies to a volume without its attributes) are not images: as
+  inputs they would be one failed row per photo, enough to fail a run over
+  --max_failure_ratio."""
+  name = posixpath.basename(path)
+  if name.startswith(APPLEDOUBLE_PREFIX):
+    return False
+  stem, dot, ext = name.rpartition('.')
   return bool(dot and stem) and f'.{ext.lower()}' in IMAGE_EXTENSIONS
 
 

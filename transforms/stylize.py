@@ -172,8 +172,10 @@ class StylizeBatches(beam.DoFn):
     self._loads = Metrics.counter('stylize', 'model_loads')
     self._latency = Metrics.distribution('stylize', 'inference_ms_per_image')
     self._ok = Metrics.counter('stylize', 'stylized')
-    # How full the model's calls are (BatchByBucket's batches, per style).
-    self._per_call = Metrics.distribution('stylize', 'images_per_call')
+    # How full the batches handed to the model are (BatchByBucket's, one
+    # per style; the model may still split one: tiles, or exact shapes on
+    # TF and LiteRT, which pad less than OpenVINO's buckets).
+    self._per_batch = Metrics.distribution('stylize', 'images_per_batch')
 
   def _load(self) -> LoadedModel:
     return load_model_and_styles(self._model_handle, self._styles,
@@ -215,7 +217,7 @@ class StylizeBatches(beam.DoFn):
            images: List[np.ndarray]) -> Iterable:
     model = self._model
     stylizer = model.stylizer
-    self._per_call.update(len(images))
+    self._per_batch.update(len(images))
     results, seconds = stylize_images(
         stylizer, images, model.style_states[style.label], self._params)
     made_with = {'engine': stylizer.engine, 'precision': stylizer.precision,
