@@ -155,6 +155,42 @@ def test_model_fingerprint_follows_content(tmp_path):
   assert identity.model_fingerprint(hub) == f'hub:{hub}'
 
 
+def test_model_and_router_loads_refuse_files_changed_since_launch(tmp_path):
+  """The model's and the router's loaders share one check: same files pass,
+  changed files and missing files are their own error, said the same way."""
+  from transforms.models import loader, router
+  folder = tmp_path / 'r'
+  (folder / 'model').mkdir(parents=True)
+  (folder / 'model' / 'saved_model.pb').write_bytes(b'one')
+  (folder / router.ROUTER_FILE).write_text('{}')
+  info = router.RouterInfo(labels=('a', 'b'), image_size=224,
+                           feature_model='f', router_id='r',
+                           saved_model='model')
+  files = router.router_files(str(folder), info)
+  launched = identity.files_fingerprint(files)
+  model_launched = identity.files_fingerprint(str(folder / 'model'))
+  router.verify_fingerprint(str(folder), info, launched)
+  loader.verify_fingerprint(str(folder / 'model'), model_launched)
+
+  (folder / 'model' / 'saved_model.pb').write_bytes(b'two')
+  for check, error in (
+      (lambda: router.verify_fingerprint(str(folder), info, launched),
+       router.RouterError),
+      (lambda: loader.verify_fingerprint(str(folder / 'model'),
+                                         model_launched),
+       loader.ModelLoadError)):
+    with pytest.raises(error, match=r'changed since the job was launched '
+                       r'\(its files now have fingerprint sha256:\w+, the '
+                       r'launch saw sha256:\w+\).* Rerun the job\.$'):
+      check()
+  (folder / 'model' / 'saved_model.pb').unlink()
+  (folder / 'model').rmdir()
+  with pytest.raises(router.RouterError, match='cannot be read'):
+    router.verify_fingerprint(str(folder), info, launched)
+  with pytest.raises(loader.ModelLoadError, match='cannot be read'):
+    loader.verify_fingerprint(str(folder / 'model'), model_launched)
+
+
 def test_bounds_are_phrased_for_the_command_line():
   with pytest.raises(ConfigError, match=r'^--jpeg_quality must be between 1 '
                      r'and 100, got 0\.$'):

@@ -158,6 +158,29 @@ def files_fingerprint(handle: str) -> str:
   return 'sha256:' + local_tree_digest(local)
 
 
+def check_unchanged(what: str, files: str, expected: str,
+                    error: type, consequence: str = '') -> None:
+  """The files of `what` (e.g. "model 'gs://b/m'") still have the
+  fingerprint the launch took: the one check the model and the router
+  loaders make before they load.
+
+  files: a handle for files_fingerprint(). consequence: said before "Rerun
+  the job." when they changed.
+
+  Raises:
+    error(message): they cannot be read, or they changed since the launch.
+  """
+  try:
+    actual = files_fingerprint(files)
+  except OSError as e:
+    raise error(f'{what} cannot be read: {e}') from e
+  if actual != expected:
+    raise error(
+        f'{what} changed since the job was launched (its files now have '
+        f'fingerprint {actual}, the launch saw {expected}){consequence}. '
+        'Rerun the job.')
+
+
 def model_fingerprint(handle: str, resolved: Optional[str] = None) -> str:
   """The model's content fingerprint (computed once per run, at launch).
 

@@ -148,16 +148,10 @@ def verify_fingerprint(handle: str, expected: Optional[str]) -> None:
   """
   if not expected or not expected.startswith(('sha256:', 'gcs-md5:')):
     return
-  from transforms.identity import files_fingerprint
-  try:
-    actual = files_fingerprint(embedded.resolve(handle))
-  except OSError as e:
-    raise ModelLoadError(f'model {handle!r} cannot be read: {e}') from e
-  if actual != expected:
-    raise ModelLoadError(
-        f'model {handle!r} changed since the job was launched (its files '
-        f'now have fingerprint {actual}, the launch saw {expected}): the '
-        'outputs would not be what the run records. Rerun the job.')
+  from transforms.identity import check_unchanged
+  check_unchanged(f'model {handle!r}', embedded.resolve(handle), expected,
+                  ModelLoadError,
+                  ': the outputs would not be what the run records')
 
 
 def _load_local(handle: str, threads: int) -> Stylizer:

@@ -181,16 +181,9 @@ def verify_fingerprint(folder: str, info: RouterInfo,
   Raises:
     RouterError: they changed since.
   """
-  from transforms.identity import files_fingerprint
-  try:
-    actual = files_fingerprint(router_files(folder, info))
-  except OSError as e:
-    raise RouterError(f'router {folder!r} cannot be read: {e}') from e
-  if actual != fingerprint:
-    raise RouterError(
-        f'router {folder!r} changed since the job was launched (its '
-        f'files now have fingerprint {actual}, the launch saw '
-        f'{fingerprint}). Rerun the job.')
+  from transforms.identity import check_unchanged
+  check_unchanged(f'router {folder!r}', router_files(folder, info),
+                  fingerprint, RouterError)
 
 
 class Router:
