@@ -282,7 +282,7 @@ def buckets_child(precision: str) -> dict:
   from transforms.models.loader import load_stylizer
   s = load_stylizer(MODEL, engine='openvino', precision=precision)
   net = s.network
-  net.uint8_runner.max_resident = 100  # Measure each shape's own buffers.
+  net.uint8_runner.resident_pixels = 1 << 40  # Each shape's own buffers.
   vector = s.prepare_style(style_image())
   out = {}
   for height, width in BUCKET_SHAPES:

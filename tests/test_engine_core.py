@@ -250,6 +250,7 @@ class _FakeCompiled:
 
   def __init__(self):
     self.log = []
+    self.releases = 0
 
   def get_property(self, name):
     assert name == 'OPTIMAL_NUMBER_OF_INFER_REQUESTS'
@@ -259,7 +260,7 @@ class _FakeCompiled:
     return _FakeRequest(self.log)
 
   def release_memory(self):
-    pass
+    self.releases += 1
 
 
 def test_pool_serves_many_threads_without_deadlock(monkeypatch):
@@ -286,3 +287,43 @@ def test_pool_serves_many_threads_without_deadlock(monkeypatch):
   for x, y in results.values():
     np.testing.assert_array_equal(y, 2 * x)
   assert runner.compiles == 0 and len(runner.compiled_shapes) == 1
+
+
+def test_shapes_keep_their_buffers_within_the_pixel_budget(monkeypatch):
+  """A mixed archive's buckets run in turns: each keeps its buffers while
+  the recently used shapes fit the budget (no free and re-fault on every
+  switch); past it the least recently used idle one is released, and the
+  most recent shape stays whatever its size."""
+  from transforms.models.engine import openvino_runtime as rt
+  runner = rt.OpenVINORunner(model=None, core=object(), precision='bf16',
+                             resident_pixels=3 * 100 * 100)
+  compiled = {}
+
+  def compile_(key):
+    compiled[key] = _FakeCompiled()
+    return rt.CompiledShape(compiled[key], key, 0.0)
+
+  monkeypatch.setattr(runner, '_compile', compile_)
+
+  def run(h, w):
+    runner.run([(1, h, w, 4)], 2, fill=lambda i, inputs: None,
+               take=lambda i, outputs: None)
+
+  def releases():
+    return {k[0][1:3]: c.releases for k, c in compiled.items()}
+
+  for _ in range(3):  # Three shapes in turns, within the budget.
+    for h, w in ((100, 100), (100, 90), (90, 100)):
+      run(h, w)
+  assert set(releases().values()) == {0}
+  run(100, 110)  # Over the budget: the least recently used goes.
+  assert releases() == {(100, 100): 1, (100, 90): 0, (90, 100): 0,
+                        (100, 110): 0}
+  run(400, 400)  # Alone over the budget: runs, stays; all others go.
+  assert releases() == {(100, 100): 1, (100, 90): 1, (90, 100): 1,
+                        (100, 110): 1, (400, 400): 0}
+  run(100, 100)  # Back in budget: the big one is released in its turn.
+  assert releases()[(400, 400)] == 1 and len(compiled) == 5
+  f32 = rt.OpenVINORunner(model=None, core=object(), precision='f32')
+  assert f32.resident_pixels * 2 == rt.OpenVINORunner(
+      model=None, core=object(), precision='bf16').resident_pixels

@@ -15,15 +15,18 @@ Magenta transfer network here) and kept, least recently used first out past
 requests (2 on a 2-core CPU: its 2 streams), each running one image (batch
 1); a batch of B images keeps all of them busy.
 
-Memory: a compiled 1024 px shape allocates 100-200 MB of intermediate
-buffers (bf16; twice that in f32) when it first runs (two streams'
-activations). Only the `max_resident` (default 1) most recently used shapes
-keep them: older ones that no call is using get
+Memory: a compiled 1024 px shape allocates about 110 MB of intermediate
+buffers in bf16 (210 MB in f32) when it first runs (two streams'
+activations; benchmarks/engine.py, `buckets`). The most recently used
+shapes keep them up to a budget of RESIDENT_PIXELS input pixels (half as
+many in f32): older ones that no call is using get
 CompiledModel.release_memory(), and get their buffers back on their next
-run. Measured in a fresh process running batches of 4 that change bucket
-on every call (1024x768, 1024x688, 768x1024, 512x384, twice): peak RSS
-1263 MB with 1 resident (bf16; f32: 1409), 1359 MB with 2 (f32: 1602),
-wall time 8.38 s against 8.18 s (f32: 12.64 s against 12.57 s).
+run. The budget holds the four buckets of a mixed 1024 px archive (4:3
+both ways, 3:2, 16:9) in bf16: when only the last shape stayed, each switch
+of bucket freed and re-faulted ~100 MB, a mixed 1024 px run's page faults
+were 4.35 M for 300 photos, with 10.4 s of system time, and took 3% longer
+(peak RSS 1357 MB against 1521 MB with the four kept). One shape larger
+than the budget (a 2048 px photo) still runs and stays until the next.
 
 Thread safety: any number of threads may call infer()/run() at once. The
 requests of a shape are a pool (queue.Queue) shared by all callers; each
@@ -56,6 +59,15 @@ Shapes = Tuple[Tuple[int, ...], ...]
 
 THROUGHPUT = 'THROUGHPUT'
 LATENCY = 'LATENCY'
+
+#: Input pixels (per request) whose compiled shapes keep their buffers
+#: between runs, in bf16; f32 buffers are twice the size, so half as many.
+RESIDENT_PIXELS = 4 * 1024 * 768
+
+
+def shape_pixels(shapes: Shapes) -> int:
+  """The first input's pixels per request ([N, H, W, C] -> N*H*W)."""
+  return int(np.prod(shapes[0][:-1])) if shapes and shapes[0] else 0
 
 
 def _core():
@@ -110,13 +122,15 @@ class OpenVINORunner:
 
   def __init__(self, model, precision: str = 'f32', hint: str = THROUGHPUT,
                threads: int = 0, max_shapes: int = 16, core=None,
-               name: str = 'model', max_resident: int = 1):
+               name: str = 'model', resident_pixels: Optional[int] = None):
     self.model = model
     self.precision = precision
     self.hint = hint
     self.config = compile_config(precision, hint, threads)
     self.max_shapes = max_shapes
-    self.max_resident = max_resident
+    self.resident_pixels = (
+        resident_pixels if resident_pixels is not None else
+        RESIDENT_PIXELS // (1 if precision == 'bf16' else 2))
     self.name = name
     self.core = core or _core()
     self._lock = threading.Lock()
@@ -198,14 +212,21 @@ class OpenVINORunner:
       self._done(entry)
 
   def _done(self, entry: CompiledShape) -> None:
-    """One caller less; frees idle shapes' buffers past max_resident."""
+    """One caller less; frees the buffers of idle shapes used less
+    recently than those that fill resident_pixels (the most recent one
+    always stays)."""
     with self._lock:
       entry.users -= 1
-      resident = [e for e in reversed(self._compiled.values()) if e.resident]
-      for old in resident[self.max_resident:]:
-        if old.users == 0:
+      kept = 0
+      for old in reversed(self._compiled.values()):
+        if not old.resident:
+          continue
+        kept += shape_pixels(old.shapes)
+        if kept > self.resident_pixels and old.users == 0 and (
+            kept > shape_pixels(old.shapes)):
           old.compiled.release_memory()
           old.resident = False
+          kept -= shape_pixels(old.shapes)
           logger.debug('%s: released the buffers of %s', self.name,
                         old.shapes)
 
