@@ -221,6 +221,8 @@ def measure_decode_encode(files: Sequence[str], size: int,
   (draft mode, resize to size) and of the JPEG encode at quality 90."""
   from transforms.decode import decode_image
   from transforms.encode import encode_image
+  from transforms.image_memory import reuse_image_memory
+  reuse_image_memory()  # As the pipeline's workers do.
   start_load = loadavg()
   decode, encode = [], []
   for f in files:

@@ -92,6 +92,44 @@ def test_read_and_decode_turns_bad_files_into_failures(tmp_path):
                   ('v.jpg', 'read')]), label='failed')
 
 
+def test_decode_workers_reuse_pillow_memory_and_decode_the_same(
+    tmp_path, monkeypatch):
+  """Workers pool Pillow's image blocks (transforms/image_memory.py): the
+  pixels are those of a process without the pool; a user's own
+  PILLOW_BLOCK_SIZE / PILLOW_BLOCKS_MAX is left alone."""
+  from transforms import image_memory
+  from transforms.decode import decode_image
+  for name in ('PILLOW_BLOCK_SIZE', 'PILLOW_BLOCKS_MAX'):
+    monkeypatch.delenv(name, raising=False)
+  defaults = Image.core.get_block_size(), Image.core.get_blocks_max()
+  monkeypatch.setattr(image_memory, '_done', False)
+  Image.core.set_block_size(16 << 20)
+  Image.core.set_blocks_max(0)
+  try:
+    items, expected = [], []
+    for i, (w, h) in enumerate(((900, 600), (600, 900), (1200, 500)) * 2):
+      f = tmp_path / f'{i}.jpg'
+      gradient(w, h, seed=i).save(f, quality=90)
+      items.append(InputFile(uri=str(f), key=f.name))
+      expected.append((f.name, decode_image(f.read_bytes(), 256)[0]))
+    with TestPipeline() as p:
+      decoded, _ = p | beam.Create(items) | ReadAndDecode(256, 10**8)
+      assert_that(decoded | beam.Map(lambda d: (d.input.key, d.pixels)),
+                  equal_to(expected, equals_fn=lambda a, b: a[0] == b[0] and
+                           np.array_equal(a[1], b[1])))
+    assert Image.core.get_block_size() == image_memory.BLOCK_BYTES
+    assert Image.core.get_blocks_max() == (image_memory.POOL_BYTES //
+                                           image_memory.BLOCK_BYTES)
+    monkeypatch.setattr(image_memory, '_done', False)
+    monkeypatch.setenv('PILLOW_BLOCKS_MAX', '3')
+    Image.core.set_blocks_max(3)
+    assert image_memory.reuse_image_memory() is False
+    assert Image.core.get_blocks_max() == 3
+  finally:
+    Image.core.set_block_size(defaults[0])
+    Image.core.set_blocks_max(defaults[1])
+
+
 def test_stylize_batches_mixed_shapes_keep_their_sizes(tmp_path):
   style = tmp_path / 'style.png'
   Image.new('RGB', (64, 64), (200, 30, 30)).save(style)

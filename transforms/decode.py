@@ -13,6 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from transforms.formats import register_heif
+from transforms.image_memory import reuse_image_memory
 from transforms.icc import (SourceSpace, SrgbConverter, shared_converter,
                             source_space)
 from transforms.metadata import PhotoMetadata, read_metadata
@@ -387,6 +388,7 @@ class DecodeImages(OverlappedDoFn):
   def setup(self):
     super().setup()
     register_heif()
+    reuse_image_memory()
     self._converter = SrgbConverter()
 
   def weight(self, element) -> int:

@@ -13,6 +13,7 @@ from PIL import Image
 from transforms.icc import srgb_profile
 from transforms import markers
 from transforms.identity import crc32c
+from transforms.image_memory import reuse_image_memory
 from transforms.incremental import identity_of
 from transforms.markers import Marker
 from transforms.layout import OutputLayout
@@ -98,6 +99,7 @@ class EncodeAndWriteFn(OverlappedDoFn):
       with noted(self._layout.errors_dir()):
         self._lease = worker_lease(self._shared, self._layout.output,
                                    self._lease_spec)
+    reuse_image_memory()
     # Pixels are sRGB (transforms/icc.py converts every input): say so.
     self._icc = srgb_profile()
     self._writer = Writer(self._layout)
