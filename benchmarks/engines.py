@@ -1,6 +1,6 @@
 """Engines in the job: engine x precision x size x archive, model alone and pipeline.
 
-    python -m benchmarks.engines                            # 512 and 1024 px, N = 60 and 300 (~1 h)
+    python -m benchmarks.engines                            # 512 and 1024 px, N = 200 and 400 (~1.5 h)
     python -m benchmarks.engines --sizes 1024 --n 40 160    # a shorter look
     python -m benchmarks.engines --quick --sizes 128        # tiny images: the harness runs
 
@@ -29,7 +29,11 @@ AMX / AVX-512 BF16), it measures:
    is one process; and the process tree sampled by benchmarks.run.PeakRss,
    which counts short-lived forks in full); the steady-state rate between
    the two N, (N2 - N1) / (wall2 - wall1), in which start-up (imports,
-   model load and conversion) cancels out.
+   model load and conversion) cancels out, and so do the report's
+   thumbnails when both N are at least its samples (report.MAX_SAMPLES,
+   200: each a 12 MP input decoded again, ~0.025 s; below that they grow
+   with N, and between N=60 and N=300 they added ~0.017 core-seconds to
+   every photo's share, a fifth of it at 512 px).
 
 Engines are interleaved within each size and archive (the order rotates
 between rounds and N), so a load from other processes hits them alike; the
@@ -69,6 +73,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import data
+from transforms.report import MAX_SAMPLES
 from benchmarks.data import cache_folder, dataset_key, make_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -850,7 +855,7 @@ def main(argv=None) -> int:
   parser.add_argument('--sizes', type=int, nargs='+', default=[512, 1024])
   parser.add_argument('--n', type=int, nargs='+', default=None,
                       help='two archive sizes for the pipeline runs '
-                      '(default 60 300; --quick: 2 3)')
+                      '(default 200 400; --quick: 2 3)')
   parser.add_argument('--engines', nargs='+', default=list(CONFIGS),
                       choices=list(CONFIGS))
   parser.add_argument('--archives', nargs='+', default=list(ARCHIVES),
@@ -905,7 +910,11 @@ def main(argv=None) -> int:
     return 0
   quick = args.quick
   if args.n is None:
-    args.n = [2, 3] if quick else [60, 300]
+    args.n = [2, 3] if quick else [MAX_SAMPLES, 2 * MAX_SAMPLES]
+  if not quick and min(args.n) < MAX_SAMPLES:
+    logger.warning('N=%d is below the report\'s %d samples: their thumbnails '
+                   'do not cancel out of the steady state.', min(args.n),
+                   MAX_SAMPLES)
   if args.rounds is None:
     args.rounds = 1 if quick else 3
   if args.model_seconds is None:
