@@ -217,18 +217,17 @@ class OpenVINORunner:
     always stays)."""
     with self._lock:
       entry.users -= 1
+      resident = [e for e in reversed(self._compiled.values()) if e.resident]
       kept = 0
-      for old in reversed(self._compiled.values()):
-        if not old.resident:
-          continue
-        kept += shape_pixels(old.shapes)
-        if kept > self.resident_pixels and old.users == 0 and (
-            kept > shape_pixels(old.shapes)):
+      for i, old in enumerate(resident):
+        pixels = shape_pixels(old.shapes)
+        if i and old.users == 0 and kept + pixels > self.resident_pixels:
           old.compiled.release_memory()
           old.resident = False
-          kept -= shape_pixels(old.shapes)
           logger.debug('%s: released the buffers of %s', self.name,
                         old.shapes)
+        else:
+          kept += pixels
 
   def _run(self, entry: CompiledShape, count: int, fill, take) -> None:
     pending: 'collections.deque' = collections.deque()
