@@ -20,11 +20,15 @@ def test_converting_a_model_sends_no_telemetry(tmp_path):
   model = shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')
   home = tmp_path / 'home'
   home.mkdir()
-  env = dict(os.environ, HOME=str(home))
+  # A cache of its own: the conversion (made in a child process, once per
+  # machine: engine/ov_ir.py) runs in this test, not found from another.
+  cache = tmp_path / 'cache'
+  env = dict(os.environ, HOME=str(home), STYLIZE_CACHE_DIR=str(cache))
   env.pop('CI', None)  # OpenVINO's telemetry is off under CI=true anyway.
   done = subprocess.run([sys.executable, '-c', CONVERT, str(model)], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=600,
                         check=False)
   assert done.returncode == 0, done.stderr
   assert 'telemetry module: None' in done.stdout
+  assert list((cache / 'openvino').glob('*/transfer.xml'))  # Converted.
   assert not (home / 'intel').exists()  # No client id or counters.

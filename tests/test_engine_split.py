@@ -138,3 +138,28 @@ def test_failed_conversion_keeps_logging(model_cache, caplog):
     ov_split.convert(fn)
   assert root.level == level and root.handlers == handlers
   assert not root.filters
+
+
+def test_openvino_adapter_owns_its_weights(model, images):
+  # The OpenVINO adapter keeps no reference to the TF model it was
+  # converted from (workers would hold both); its weights are its own, so
+  # it computes what an adapter of a live model does once that model is
+  # freed and its memory reused.
+  import gc
+  import weakref
+  import tensorflow_hub as hub
+  from transforms.models import split_model
+  loaded = hub.load(str(shared_path('models',
+                                    'magenta-arbitrary-v1-256-savedmodel')))
+  gone = weakref.ref(loaded)
+  orphan = split_model.build('m', 'savedmodel', loaded, 'openvino', 'f32')
+  del loaded
+  gc.collect()
+  assert gone() is None
+  filler = [np.full(1 << 20, 7.0) for _ in range(64)]  # Reuse freed memory.
+  content, style = images
+  ours = orphan.run_batch(content, orphan.prepare_style(style[0]))
+  del filler
+  live = split_model.build('m', 'savedmodel', model, 'openvino', 'f32')
+  reference = live.run_batch(content, live.prepare_style(style[0]))
+  np.testing.assert_allclose(ours, reference, atol=1e-6)

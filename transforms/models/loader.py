@@ -99,31 +99,59 @@ def _load(handle: str, threads: int, expected_sha256: Optional[str],
   original = handle
   handle = cache.localize(tfhub.mirrored(embedded.resolve(handle)))
   kind = describe_model(handle)
+  folder = None  # The SavedModel folder OpenVINO converts (engine.ov_ir).
   if kind == 'hub':
     # Downloaded (once) into tensorflow_hub's cache; the folder is checked
     # against the digest noted when it was first used, and --model_sha256.
     folder = tfhub.resolve(handle)
     cache.verify_hub_cache(folder, original)
     cache.verify_digest(folder, expected_sha256, original)
-    from transforms.models.hub_model import HubStylizer
-    full = HubStylizer(original, path=folder, kind='hub')
+
+    def load_full():
+      from transforms.models.hub_model import HubStylizer
+      return HubStylizer(original, path=folder, kind='hub')
   else:
     cache.verify_digest(handle, expected_sha256, original)
     if kind == 'tflite':
       from transforms.models.lite_batched import BatchedLiteStylizer
-      full = None
+      load_full = None
       stylizer = BatchedLiteStylizer(
           handle, threads, resolved, resolved_precision,
           int8_on_openvino=(engine == 'openvino'))
     else:
-      full = _load_local(handle, threads)  # HubStylizer: loads, checks.
-  if full is not None:
+      if kind == 'savedmodel':
+        folder = _savedmodel_path(handle)
+
+      def load_full():
+        return _load_local(handle, threads)  # HubStylizer: loads, checks.
+  if load_full is not None:
     from transforms.models import split_model
-    stylizer = split_model.build(
-        original, full.kind, full.model, resolved, resolved_precision,
-        threads, fallback=full, max_shapes=max_shapes,
-        bucket=buckets.exact_shape if exact_buckets else buckets.bucket_shape)
-    del full  # Not kept unless it is the adapter (frees the TF model).
+    from transforms.models.engine import ov_ir
+    converted, why = None, ''
+    if resolved == 'openvino' and folder and os.path.isdir(folder):
+      # Converted in a child process (once per machine): this process
+      # need not import TensorFlow at all.
+      converted, why = ov_ir.load(folder)
+      if why:
+        logger.info('Converting %s for OpenVINO in a separate process '
+                    'failed: %s', original, why)
+    options = dict(threads=threads, max_shapes=max_shapes,
+                   bucket=(buckets.exact_shape if exact_buckets
+                           else buckets.bucket_shape), converted=converted)
+    if converted is not None and not converted.unconvertible:
+      stylizer = split_model.build(original, kind, None, resolved,
+                                   resolved_precision, **options)
+    else:
+      full = load_full()
+      if why:
+        logger.warning('Model %s was converted for OpenVINO in this process '
+                       '(in a separate one it failed: %s): this process '
+                       'keeps TensorFlow loaded (about 500 MB more).',
+                       original, why)
+      stylizer = split_model.build(original, full.kind, full.model, resolved,
+                                   resolved_precision, fallback=full,
+                                   **options)
+      del full  # Not kept unless it is the adapter (frees the TF model).
   stylizer.handle = original
   logger.info('Model %s: %s on %s %s.', original, type(stylizer).__name__,
               stylizer.engine, stylizer.precision)
@@ -163,16 +191,26 @@ def _load_local(handle: str, threads: int) -> Stylizer:
   if kind == 'builtin':
     return HubStylizer(handle, path=builtin.ensure_builtin(), kind='builtin')
   if kind == 'savedmodel':
-    path = handle[len('file://'):] if handle.startswith('file://') else handle
-    if not os.path.exists(path):
-      raise ModelLoadError(
-          f'model path {path!r} does not exist. Give a SavedModel folder, '
-          'TF Lite files, a TF Hub handle (https://...), "magenta-lite" or '
-          '"builtin".')
-    if os.path.isdir(path) and not os.path.exists(
-        os.path.join(path, 'saved_model.pb')):
-      raise ModelLoadError(
-          f'{path!r} is a directory without saved_model.pb, so it is not a '
-          'TF SavedModel.')
+    path = _savedmodel_path(handle)
     return HubStylizer(handle, path=path, kind='savedmodel')
   return HubStylizer(handle)
+
+
+def _savedmodel_path(handle: str) -> str:
+  """The local path of a SavedModel handle, checked to be one.
+
+  Raises:
+    ModelLoadError: nothing there, or a folder without saved_model.pb.
+  """
+  path = handle[len('file://'):] if handle.startswith('file://') else handle
+  if not os.path.exists(path):
+    raise ModelLoadError(
+        f'model path {path!r} does not exist. Give a SavedModel folder, '
+        'TF Lite files, a TF Hub handle (https://...), "magenta-lite" or '
+        '"builtin".')
+  if os.path.isdir(path) and not os.path.exists(
+      os.path.join(path, 'saved_model.pb')):
+    raise ModelLoadError(
+        f'{path!r} is a directory without saved_model.pb, so it is not a '
+        'TF SavedModel.')
+  return path

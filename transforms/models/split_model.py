@@ -8,7 +8,8 @@ its style vector is found by graph structure (engine.bottleneck); then:
   graph pruned into predictor and transfer (engine.tf_split), padding to
   multiples of 8 as HubStylizer does.
 - OpenVINOSplitStylizer: the loaded function converted to OpenVINO and cut
-  at the vector (engine.ov_split); the transfer network in bf16 or f32,
+  at the vector (engine.ov_split; in a child process, cached per machine:
+  engine.ov_ir); the transfer network in bf16 or f32,
   compiled per bucket shape (engine.buckets), uint8 in and out on the
   plain path (and for strength alone); the predictor in OpenVINO f32.
 
@@ -354,35 +355,25 @@ class OpenVINOFullStylizer(_BucketLists, _TileExact, Stylizer):
     return info
 
 
-def _openvino(handle: str, kind: str, model: Any, precision: str,
+def _openvino(handle: str, kind: str, converted, precision: str,
               threads: int, max_shapes: int, bucket) -> Optional[Stylizer]:
-  """The OpenVINO adapter, or None where OpenVINO cannot convert the model."""
-  from transforms.models.engine import ov_split, tf_split  # pylint: disable=import-outside-toplevel
-  try:
-    fn = tf_split.concrete_function(model)
-    content, style = tf_split.image_inputs(fn)
-    converted = ov_split.convert(fn)
-  except Exception as e:  # pylint: disable=broad-except
-    lines = [l.strip(' -') for l in str(e).strip().splitlines()]
-    why = next((l for l in lines if 'No conversion rule' in l),
-               lines[0] if lines else type(e).__name__)
+  """The OpenVINO adapter of a model converted by engine.ov_ir, or None
+  where OpenVINO cannot convert it."""
+  if converted.unconvertible:
     warn_once(('convert', handle),
               'OpenVINO cannot convert model %s (%s); it runs under '
-              'TensorFlow f32.', handle, why)
+              'TensorFlow f32.', handle, converted.unconvertible)
     return None
-  parts = ov_split.cut(converted, None, content.name, style.name)
+  parts = converted.parts
   if parts is None:
+    from transforms.models.engine import tf_split  # pylint: disable=import-outside-toplevel
     _warn_unsplittable(handle, tf_split.NO_VECTOR)
-    stylizer = OpenVINOFullStylizer(handle, kind, converted, precision,
-                                    threads, max_shapes, bucket)
-  else:
-    stylizer = OpenVINOSplitStylizer(handle, kind, parts.predictor,
-                                     parts.transfer, parts.vector_name,
-                                     parts.vector_shape, precision, threads,
-                                     max_shapes, bucket)
-  # The converted model may share weight memory with the loaded one.
-  stylizer.source_model = model
-  return stylizer
+    return OpenVINOFullStylizer(handle, kind, converted.full, precision,
+                                threads, max_shapes, bucket)
+  # The converted models own their weights: the TF model may go.
+  return OpenVINOSplitStylizer(handle, kind, parts.predictor, parts.transfer,
+                               parts.vector_name, parts.vector_shape,
+                               precision, threads, max_shapes, bucket)
 
 
 def _warn_unsplittable(handle: str, why: Any) -> None:
@@ -395,12 +386,14 @@ def _warn_unsplittable(handle: str, why: Any) -> None:
 
 def build(handle: str, kind: str, model: Any, engine: str, precision: str,
           threads: int = 0, fallback: Optional[Stylizer] = None,
-          max_shapes: int = 8, bucket=buckets.bucket_shape) -> Stylizer:
+          max_shapes: int = 8, bucket=buckets.bucket_shape,
+          converted=None) -> Stylizer:
   """The adapter for a loaded Magenta-convention model on a resolved engine.
 
   Args:
     handle: the --model value. kind: 'hub', 'savedmodel' or 'builtin'.
-    model: what tensorflow_hub.load returned.
+    model: what tensorflow_hub.load returned (None: `converted` is
+      given and converts).
     engine, precision: resolved ('tf'/'openvino', 'f32'/'bf16').
     threads: OpenVINO's threads (0: all cores).
     fallback: the full-call TF adapter (HubStylizer), returned for models
@@ -409,6 +402,8 @@ def build(handle: str, kind: str, model: Any, engine: str, precision: str,
     bucket: (height, width) -> padded shape (OpenVINO): buckets.bucket_shape
       (few shapes), or buckets.exact_shape (the TF engine's padding, one
       compile per size: outputs match the TF engine at every size).
+    converted: the model converted for OpenVINO already (engine.ov_ir,
+      in a child process); None converts `model` here.
 
   OpenVINO: the model converted and cut (OpenVINOSplitStylizer), else its
   full call (OpenVINOFullStylizer); where it does not convert, TF. TF: the
@@ -423,8 +418,10 @@ def build(handle: str, kind: str, model: Any, engine: str, precision: str,
                 'network).')
     return fallback
   if engine == 'openvino':
-    stylizer = _openvino(handle, kind, model, precision, threads, max_shapes,
-                         bucket)
+    from transforms.models.engine import ov_ir  # pylint: disable=import-outside-toplevel
+    stylizer = _openvino(handle, kind,
+                         converted or ov_ir.convert_loaded(model), precision,
+                         threads, max_shapes, bucket)
     if stylizer is not None:
       return stylizer
   try:

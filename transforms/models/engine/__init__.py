@@ -10,6 +10,8 @@ One concern per module:
   a transfer function (the TF engine).
 - ov_split: the same model converted to OpenVINO and cut at that vector;
   uint8 input and output inside the network.
+- ov_ir: that conversion made once per machine in a child process and
+  cached as OpenVINO IR, so OpenVINO workers never import TensorFlow.
 - openvino_runtime: a model compiled per input shape (THROUGHPUT hint), a
   shared pool of infer requests, safe for several calling threads.
 - buckets: the padded shapes networks are compiled for, and padding and

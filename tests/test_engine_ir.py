@@ -1,0 +1,170 @@
+"""OpenVINO conversions made once per machine in a child process
+(transforms/models/engine/ov_ir.py): workers never import TensorFlow for a
+SavedModel, a converted model computes what the in-process conversion
+does, a replaced model or a changed conversion converts again, a model
+OpenVINO cannot convert is noted, and a child that fails leaves the load
+to the worker, which says so."""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, shared_path
+
+pytest.importorskip('openvino')
+
+RUN = '''
+import json, sys
+from beam_jobs.stylize import main
+rc = main(sys.argv[1:])
+print(json.dumps({'rc': rc, 'tensorflow': 'tensorflow' in sys.modules}))
+'''
+
+
+def _converted_folders(cache):
+  root = cache / 'openvino'
+  return sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+
+
+def test_openvino_runs_never_import_tensorflow(tmp_path):
+  # The job's own process (the in-process runner's worker, and the launch
+  # that checks the model) reads the converted models with OpenVINO alone;
+  # the second run finds the conversion the first one made.
+  from tests.test_end_to_end import manifest_rows
+  cache = tmp_path / 'cache'
+  env = dict(os.environ, STYLIZE_CACHE_DIR=str(cache))
+  model = shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')
+  content = shared_path('images', 'content')
+  style = sorted(shared_path('images', 'style').glob('*.jpg'))[0]
+  made = None
+  for run in (1, 2):
+    out = tmp_path / f'out{run}'
+    done = subprocess.run(
+        [sys.executable, '-c', RUN, '--input', f'{content}/*.jpg',
+         '--style', str(style), '--model', str(model), '--output', str(out),
+         '--engine', 'openvino', '--max_size', '256', '--quiet'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {'rc': 0, 'tensorflow': False}
+    rows = manifest_rows(out)
+    assert rows and {r['status'] for r in rows} == {'ok'}
+    assert {r['engine'] for r in rows} == {'openvino'}
+    folders = _converted_folders(cache)
+    assert len(folders) == 1
+    stamp = {p.name: p.stat().st_mtime_ns for p in folders[0].iterdir()}
+    if made is None:
+      made = stamp
+    else:
+      assert stamp == made  # Read, not converted again.
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+  cache = tmp_path / 'cache'
+  monkeypatch.setenv('STYLIZE_CACHE_DIR', str(cache))
+  return cache
+
+
+@pytest.fixture(scope='module')
+def images():
+  from PIL import Image
+  photo = Image.open(shared_path('images', 'content', 'golden_gate_sq.jpg'))
+  content = np.asarray(photo.convert('RGB').resize((320, 200)),
+                       np.float32)[np.newaxis] / 255
+  style = np.asarray(Image.open(shared_path('images', 'style',
+                                            'bricks_sq.jpg')).convert('RGB')
+                     .resize((256, 256)), np.float32) / 255
+  return content, style
+
+
+def test_the_cached_conversion_computes_what_the_in_process_one_does(
+    own_cache, images):
+  import tensorflow_hub as hub
+  from transforms.models import split_model
+  from transforms.models.engine import ov_ir
+  folder = str(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel'))
+  cached, why = ov_ir.load(folder)
+  assert not why and cached.parts is not None
+  here = ov_ir.convert_loaded(hub.load(folder))
+  assert cached.parts.vector_name == here.parts.vector_name
+  content, style = images
+  outs = []
+  for converted in (cached, here):
+    s = split_model.build('m', 'savedmodel', None, 'openvino', 'f32',
+                          converted=converted)
+    outs.append(s.run_batch(content, s.prepare_style(style)))
+  np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_a_replaced_model_or_a_changed_conversion_converts_again(
+    own_cache, tmp_path, caplog):
+  from transforms.models.engine import ov_ir
+  model = tmp_path / 'model'
+  shutil.copytree(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel'),
+                  model)
+  first, _ = ov_ir.load(str(model))
+  (before,) = _converted_folders(own_cache)
+  # Replaced in place (a file more): another key, converted again.
+  (model / 'assets').mkdir(exist_ok=True)
+  (model / 'assets' / 'note.txt').write_text('v2')
+  ov_ir.load(str(model))
+  folders = _converted_folders(own_cache)
+  assert len(folders) == 2 and before in folders
+  # A conversion changed after it was made is not used: made again.
+  after = next(f for f in folders if f != before)
+  with open(after / 'transfer.bin', 'r+b') as f:
+    head = f.read(4)
+    f.seek(0)
+    f.write(bytes(255 - b for b in head))
+  caplog.set_level(logging.INFO, logger='transforms.models.engine.ov_ir')
+  again, why = ov_ir.load(str(model))
+  assert not why and again.parts is not None
+  assert 'changed since it was made; converting it again' in caplog.text
+  assert ov_ir.cache_key(str(model)) == after.name
+  assert first.parts.vector_name == again.parts.vector_name
+
+
+def test_a_model_openvino_cannot_convert_is_noted_and_runs_on_tensorflow(
+    tmp_path, model_cache, monkeypatch, caplog):
+  # The builtin colour transfer as a SavedModel folder: OpenVINO has no
+  # conversion for its SelfAdjointEigV2.
+  from transforms.models import builtin
+  from transforms.models.loader import load_stylizer
+  folder = str(tmp_path / 'builtin-model')
+  shutil.copytree(builtin.ensure_builtin(), folder)  # The session's export.
+  own_cache = tmp_path / 'cache'
+  monkeypatch.setenv('STYLIZE_CACHE_DIR', str(own_cache))
+  caplog.set_level(logging.INFO)
+  s = load_stylizer(folder, engine='openvino', precision='f32')
+  assert s.engine == 'tf'
+  assert 'OpenVINO cannot convert model' in caplog.text
+  (noted,) = _converted_folders(own_cache)
+  meta = json.loads((noted / 'meta.json').read_text())
+  assert 'SelfAdjointEigV2' in meta['unconvertible']
+  caplog.clear()
+  assert load_stylizer(folder, engine='openvino',
+                       precision='f32').engine == 'tf'
+  assert 'Converted' not in caplog.text  # Not tried again.
+  assert _converted_folders(own_cache) == [noted]
+
+
+def test_a_failed_child_leaves_the_load_to_the_worker_which_says_so(
+    own_cache, monkeypatch, caplog):
+  from transforms.models.loader import load_stylizer
+  monkeypatch.setattr(sys, 'executable', str(own_cache / 'no-python'))
+  caplog.set_level(logging.WARNING)
+  s = load_stylizer(
+      str(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')),
+      engine='openvino', precision='f32')
+  assert s.engine == 'openvino'
+  assert 'was converted for OpenVINO in this process' in caplog.text
+  assert 'no-python' in caplog.text
+  assert _converted_folders(own_cache) == []

@@ -1,0 +1,193 @@
+"""OpenVINO models of a SavedModel, converted once per machine, in a child.
+
+Converting needs TensorFlow: tensorflow_hub.load, then ov.convert_model on
+the loaded function (ov_split). Importing TensorFlow costs a process about
+500 MB of RSS here (162 MB of its own memory, 333 MB of library pages) that
+OpenVINO never uses once the model is converted. So the conversion and the
+cut at the style vector run in a child process
+
+    python -m transforms.models.engine.ov_ir MODEL_FOLDER OUT_FOLDER
+
+which writes the models as OpenVINO IR (xml + bin, weights uncompressed)
+into {STYLIZE_CACHE_DIR}/openvino/<key>/, and the workers read them with
+OpenVINO alone: an `--engine openvino` worker never imports TensorFlow for
+a SavedModel (local, gs:// or .tar.gz; a TF Hub handle still does, to
+download it).
+
+The key covers the model files' digest, OpenVINO's version and this
+converter's own source (this module, ov_split, tf_split, bottleneck), so a
+model replaced in place, another OpenVINO or a changed converter converts
+again. A folder is written in a temporary folder and renamed into place
+under a lock (one conversion per machine at a time; cache.py's pattern),
+and its files' digest is noted and checked before each use
+(cache.cached_copy_intact). A model that OpenVINO cannot convert is noted
+too ('unconvertible'), so later loads go straight to TensorFlow without
+trying again. Where the child fails otherwise (the model does not load, no
+process can be started), load() says why and the caller loads and
+converts in its own process, as before (and reports that load's error).
+"""
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any, Optional, Tuple
+
+logger = logging.getLogger(__name__)
+
+META = 'meta.json'
+PREDICTOR, TRANSFER, FULL = 'predictor.xml', 'transfer.xml', 'full.xml'
+
+
+@dataclasses.dataclass
+class Converted:
+  """A Magenta-convention model under OpenVINO."""
+  parts: Any = None  # ov_split.OVSplit: cut at the style vector.
+  full: Any = None  # ov.Model of the whole call, where there is no vector.
+  unconvertible: str = ''  # Why OpenVINO cannot convert it ('' if it can).
+
+
+def convert_loaded(model: Any) -> Converted:
+  """The loaded TF model (tensorflow_hub.load) converted and cut.
+
+  What the child runs, and what a process that holds the TF model anyway
+  runs itself. The converted models own their weights (ov_split.convert).
+  """
+  from transforms.models.engine import ov_split, tf_split  # pylint: disable=import-outside-toplevel
+  try:
+    fn = tf_split.concrete_function(model)
+    content, style = tf_split.image_inputs(fn)
+    converted = ov_split.convert(fn)
+  except Exception as e:  # pylint: disable=broad-except
+    lines = [l.strip(' -') for l in str(e).strip().splitlines()]
+    return Converted(unconvertible=next(
+        (l for l in lines if 'No conversion rule' in l),
+        lines[0] if lines else type(e).__name__))
+  parts = ov_split.cut(converted, None, content.name, style.name)
+  return Converted(parts=parts, full=None if parts else converted)
+
+
+def save(converted: Converted, folder: str) -> None:
+  """Writes the models (IR, f32 weights as they are) and META, last."""
+  from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+  ov = import_openvino()
+  meta = {'unconvertible': converted.unconvertible}
+  if converted.parts is not None:
+    ov.save_model(converted.parts.predictor, os.path.join(folder, PREDICTOR),
+                  compress_to_fp16=False)
+    ov.save_model(converted.parts.transfer, os.path.join(folder, TRANSFER),
+                  compress_to_fp16=False)
+    meta.update(vector_name=converted.parts.vector_name,
+                vector_shape=list(converted.parts.vector_shape))
+  elif converted.full is not None:
+    ov.save_model(converted.full, os.path.join(folder, FULL),
+                  compress_to_fp16=False)
+  with open(os.path.join(folder, META), 'w', encoding='utf-8') as f:
+    json.dump(meta, f)
+
+
+def read(folder: str) -> Converted:
+  """What save() wrote (the weights are read from the .bin files)."""
+  from transforms.models.engine import ov_split  # pylint: disable=import-outside-toplevel
+  from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+  core = import_openvino().Core()
+  with open(os.path.join(folder, META), encoding='utf-8') as f:
+    meta = json.load(f)
+  if meta['unconvertible']:
+    return Converted(unconvertible=meta['unconvertible'])
+  if 'vector_name' in meta:
+    return Converted(parts=ov_split.OVSplit(
+        core.read_model(os.path.join(folder, PREDICTOR)),
+        core.read_model(os.path.join(folder, TRANSFER)),
+        meta['vector_name'], tuple(meta['vector_shape'])))
+  return Converted(full=core.read_model(os.path.join(folder, FULL)))
+
+
+def _converter_sources() -> Tuple[str, ...]:
+  from transforms.models.engine import bottleneck, ov_split, tf_split  # pylint: disable=import-outside-toplevel
+  return tuple(m.__file__ for m in (sys.modules[__name__], ov_split,
+                                    tf_split, bottleneck))
+
+
+def cache_key(model_folder: str) -> str:
+  """The model files' digest, OpenVINO's version, the converter's source."""
+  from transforms.identity import local_tree_digest  # pylint: disable=import-outside-toplevel
+  from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
+  h = hashlib.sha256()
+  h.update(local_tree_digest([model_folder]).encode('ascii'))
+  h.update(import_openvino().__version__.encode('utf-8'))
+  for source in _converter_sources():
+    with open(source, 'rb') as f:
+      h.update(hashlib.sha256(f.read()).digest())
+  return h.hexdigest()[:24]
+
+
+def cache_root() -> str:
+  from transforms.models.builtin import cache_dir  # pylint: disable=import-outside-toplevel
+  return os.path.join(cache_dir(), 'openvino')
+
+
+def _run_child(model_folder: str, out: str) -> str:
+  """Runs the conversion in a child; '' on success, else why it failed."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))))  # The folder holding `transforms`.
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(
+      p for p in (root, env.get('PYTHONPATH')) if p)
+  try:
+    done = subprocess.run(
+        [sys.executable, '-m', __name__, model_folder, out], env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        errors='replace', check=False)
+  except OSError as e:
+    return f'{type(e).__name__}: {e}'
+  if done.returncode == 0 and os.path.exists(os.path.join(out, META)):
+    return ''
+  lines = [l.strip() for l in (done.stderr or '').splitlines() if l.strip()]
+  return (lines[-1] if lines else f'exit status {done.returncode}')[:300]
+
+
+def load(model_folder: str) -> Tuple[Optional[Converted], str]:
+  """(the model converted, '') from the cache, converted there first by a
+  child where it is not; (None, why) where the child failed."""
+  from transforms.models import cache  # pylint: disable=import-outside-toplevel
+  root = cache_root()
+  os.makedirs(root, exist_ok=True)
+  target = os.path.join(root, cache_key(model_folder))
+  with open(target + '.lock', 'a+b') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # One conversion per machine at a time.
+    if os.path.exists(target) and not cache.cached_copy_intact(target):
+      logger.warning('The OpenVINO conversion of %s in %s changed since it '
+                     'was made; converting it again.', model_folder, target)
+      shutil.rmtree(target, ignore_errors=True)
+    if not os.path.exists(target):
+      tmp = tempfile.mkdtemp(prefix='.convert-', dir=root)
+      try:
+        why = _run_child(model_folder, tmp)
+        if why:
+          return None, why
+        cache.cached_copy_intact(tmp)  # Notes its digest.
+        os.rename(tmp, target)
+      finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+      logger.info('Converted %s to OpenVINO in %s', model_folder, target)
+  return read(target), ''
+
+
+def main(argv=None) -> int:
+  """The child: MODEL_FOLDER OUT_FOLDER (see the module doc)."""
+  model_folder, out = (argv if argv is not None else sys.argv[1:])
+  from transforms.models.hub_model import HubStylizer  # pylint: disable=import-outside-toplevel
+  full = HubStylizer(model_folder, path=model_folder, kind='savedmodel')
+  save(convert_loaded(full.model), out)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
