@@ -156,15 +156,23 @@ def test_a_model_openvino_cannot_convert_is_noted_and_runs_on_tensorflow(
   assert _converted_folders(own_cache) == [noted]
 
 
+@pytest.mark.parametrize('cause', ['no python', 'cache unwritable'])
 def test_a_failed_child_leaves_the_load_to_the_worker_which_says_so(
-    own_cache, monkeypatch, caplog):
+    own_cache, monkeypatch, caplog, cause):
   from transforms.models.loader import load_stylizer
-  monkeypatch.setattr(sys, 'executable', str(own_cache / 'no-python'))
+  if cause == 'no python':
+    monkeypatch.setattr(sys, 'executable', str(own_cache / 'no-python'))
+    said = 'no-python'
+  else:
+    own_cache.parent.mkdir(exist_ok=True)
+    own_cache.write_text('a file where the cache folder would be')
+    said = 'Not a directory'
   caplog.set_level(logging.WARNING)
   s = load_stylizer(
       str(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')),
       engine='openvino', precision='f32')
   assert s.engine == 'openvino'
   assert 'was converted for OpenVINO in this process' in caplog.text
-  assert 'no-python' in caplog.text
-  assert _converted_folders(own_cache) == []
+  assert said in caplog.text
+  if cause == 'no python':
+    assert _converted_folders(own_cache) == []

@@ -155,7 +155,15 @@ def _run_child(model_folder: str, out: str) -> str:
 
 def load(model_folder: str) -> Tuple[Optional[Converted], str]:
   """(the model converted, '') from the cache, converted there first by a
-  child where it is not; (None, why) where the child failed."""
+  child where it is not; (None, why) where the child failed or the cache
+  cannot be written."""
+  try:
+    return _load(model_folder)
+  except OSError as e:
+    return None, f'{type(e).__name__}: {e}'
+
+
+def _load(model_folder: str) -> Tuple[Optional[Converted], str]:
   from transforms.models import cache  # pylint: disable=import-outside-toplevel
   root = cache_root()
   os.makedirs(root, exist_ok=True)
