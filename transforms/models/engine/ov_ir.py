@@ -133,16 +133,20 @@ def cache_root() -> str:
   return os.path.join(cache_dir(), 'openvino')
 
 
+#: The child's program. `transforms` is found where this process found it:
+#: its folder is appended to the child's path, after the interpreter's own
+#: (put first, a site-packages folder would shadow the standard library).
+_CHILD = ('import sys; sys.path.append(sys.argv.pop(1)); '
+          'from transforms.models.engine.ov_ir import main; sys.exit(main())')
+
+
 def _run_child(model_folder: str, out: str) -> str:
   """Runs the conversion in a child; '' on success, else why it failed."""
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
       os.path.abspath(__file__)))))  # The folder holding `transforms`.
-  env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join(
-      p for p in (root, env.get('PYTHONPATH')) if p)
   try:
     done = subprocess.run(
-        [sys.executable, '-m', __name__, model_folder, out], env=env,
+        [sys.executable, '-c', _CHILD, root, model_folder, out],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         errors='replace', check=False)
   except OSError as e:
