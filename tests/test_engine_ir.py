@@ -66,6 +66,79 @@ def test_openvino_runs_never_import_tensorflow(tmp_path):
       assert stamp == made  # Read, not converted again.
 
 
+# Loaded by every Python process started with it on PYTHONPATH (the job, its
+# worker processes, the converter child): notes each process that imports
+# TensorFlow, with its command line (an observer: the import goes on).
+OBSERVER = '''
+import json, os, sys
+class _Noter:
+  def find_spec(self, name, path=None, target=None):
+    if name == 'tensorflow':
+      with open(os.environ['TF_IMPORT_LOG'], 'a') as f:
+        f.write(json.dumps({'pid': os.getpid(), 'argv': sys.argv}) + '\\n')
+    return None
+sys.meta_path.insert(0, _Noter())
+'''
+
+
+@pytest.mark.slow
+def test_multi_process_workers_never_import_tensorflow(tmp_path):
+  # Worker processes cap TF's threads (--tf_threads: 1 per process on
+  # remote runners, cores / workers here): that must not import TF either.
+  # Only the converter child does (once: the cache is new).
+  from tests.test_end_to_end import manifest_rows
+  observer = tmp_path / 'observer'
+  observer.mkdir()
+  (observer / 'sitecustomize.py').write_text(OBSERVER)
+  tf_log, load_log = tmp_path / 'tf.jsonl', tmp_path / 'loads.jsonl'
+  env = dict(os.environ, STYLIZE_CACHE_DIR=str(tmp_path / 'cache'),
+             TF_IMPORT_LOG=str(tf_log), STYLIZE_MODEL_LOAD_LOG=str(load_log),
+             PYTHONPATH=os.pathsep.join(
+                 [str(observer), os.environ.get('PYTHONPATH', '')]))
+  model = shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')
+  content = shared_path('images', 'content')
+  style = sorted(shared_path('images', 'style').glob('*.jpg'))[0]
+  out = tmp_path / 'out'
+  done = subprocess.run(
+      [sys.executable, '-c', RUN, '--input', f'{content}/*.jpg', '--style',
+       str(style), '--model', str(model), '--output', str(out), '--engine',
+       'openvino', '--max_size', '128', '--tf_threads', '1',
+       '--direct_running_mode=multi_processing', '--direct_num_workers=2',
+       '--quiet'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  rows = manifest_rows(out)
+  assert rows and {(r['status'], r['engine']) for r in rows} == {
+      ('ok', 'openvino')}
+  loads = [json.loads(l)['pid'] for l in load_log.read_text().splitlines()]
+  importers = [json.loads(l) for l in tf_log.read_text().splitlines()]
+  assert loads and not set(loads) & {i['pid'] for i in importers}
+  assert len(importers) == 1 and str(model) in importers[0]['argv']
+
+
+CAP = '''
+import sys
+from transforms.stylize import configure_tf_threads
+configure_tf_threads(3, sys.argv[1])
+print('imported:', 'tensorflow' in sys.modules)
+from transforms.native_logs import import_tensorflow
+tf = import_tensorflow()
+print('threads:', tf.config.threading.get_intra_op_parallelism_threads(),
+      tf.config.threading.get_inter_op_parallelism_threads())
+'''
+
+
+def test_tf_thread_caps_wait_for_tensorflow_to_be_imported():
+  done = subprocess.run(
+      [sys.executable, '-c', CAP,
+       str(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel'))],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert 'imported: False' in done.stdout
+  assert 'threads: 3 2' in done.stdout
+
+
 @pytest.fixture
 def own_cache(tmp_path, monkeypatch):
   cache = tmp_path / 'cache'

@@ -113,8 +113,34 @@ def filtered_stderr(fn: Callable[[], T]) -> T:
     os.close(saved)
 
 
+#: TF's thread cap (transforms.stylize.configure_tf_threads), applied when
+#: TF is first imported here: a process that never needs TF (an OpenVINO
+#: worker) does not import it to set its threads.
+_tf_threads = [0]
+
+
+def apply_tf_threads(tf, threads: int) -> None:
+  """Caps TF's pools (before its first op; later, a logged no-op)."""
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+  except RuntimeError as e:
+    import logging  # pylint: disable=import-outside-toplevel
+    logging.getLogger(__name__).debug(
+        'TF threads already fixed in this process: %s', e)
+
+
+def cap_tf_threads(threads: int) -> None:
+  """TF's pools get `threads` at once if TF is imported, else when it is."""
+  _tf_threads[0] = threads
+  if 'tensorflow' in sys.modules:
+    apply_tf_threads(sys.modules['tensorflow'], threads)
+
+
 def _import_and_set_up_devices():
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if _tf_threads[0]:
+    apply_tf_threads(tf, _tf_threads[0])
   # Device set up (cuInit) happens once, at the first op or device query.
   tf.config.list_physical_devices()
   return tf

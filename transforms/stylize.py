@@ -29,20 +29,17 @@ def configure_tf_threads(threads: int, model_handle: Optional[str] = None
                          ) -> None:
   """Caps TF's thread pools so parallel workers do not oversubscribe cores.
 
-  0 leaves TF's defaults. Only possible before TF runs its first op in the
-  process; later calls are ignored (logged), e.g. in a launcher that already
-  validated the model in-process. A TF Lite model (model_handle) runs on
-  LiteRT with its own thread count, so TF is not even imported for it.
+  0 leaves TF's defaults. Applied when TF is first imported in the process
+  (native_logs.cap_tf_threads), or at once if it is; only possible before
+  TF runs its first op, later calls are ignored (logged), e.g. in a
+  launcher that already validated the model in-process. Nothing imports TF
+  for this: an OpenVINO worker (engine.ov_ir) and a TF Lite model (LiteRT,
+  its own thread count) never import it at all.
   """
   if not threads or (model_handle and uses_litert(model_handle)):
     return
-  from transforms.native_logs import import_tensorflow
-  tf = import_tensorflow()
-  try:
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-  except RuntimeError as e:
-    logger.debug('TF threads already fixed in this process: %s', e)
+  from transforms.native_logs import cap_tf_threads
+  cap_tf_threads(threads)
 
 
 def uses_litert(model_handle: str) -> bool:
