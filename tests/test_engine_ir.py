@@ -203,10 +203,34 @@ def test_a_replaced_model_or_a_changed_conversion_converts_again(
   assert 'changed since it was made; converting it again' in caplog.text
   assert ov_ir.cache_key(str(model)) == after.name
   assert first.parts.vector_name == again.parts.vector_name
+  from transforms.models import cache
+  assert cache.cached_copy_intact(after)  # Made whole again.
+  # One that cannot be read (its digest note lost as well): made again.
+  (after / cache.DIGEST_NOTE).unlink()
+  (after / 'meta.json').write_text('{')
+  caplog.clear()
+  again, why = ov_ir.load(str(model))
+  assert not why and again.parts is not None
+  assert 'cannot be read (JSONDecodeError' in caplog.text
+  assert json.loads((after / 'meta.json').read_text())['vector_name']
+
+
+def test_a_changed_converter_converts_again(own_cache, tmp_path,
+                                            monkeypatch):
+  from transforms.models.engine import ov_ir
+  model = str(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel'))
+  code = tmp_path / 'converter.py'
+  code.write_text('# version 1')
+  sources = ov_ir._converter_sources()  # pylint: disable=protected-access
+  monkeypatch.setattr(ov_ir, '_converter_sources',
+                      lambda: sources + (str(code),))
+  before = ov_ir.cache_key(model)
+  code.write_text('# version 2')
+  assert ov_ir.cache_key(model) != before
 
 
 def test_a_model_openvino_cannot_convert_is_noted_and_runs_on_tensorflow(
-    tmp_path, model_cache, monkeypatch, caplog):
+    tmp_path, model_cache, monkeypatch, caplog, calls_to):
   # The builtin colour transfer as a SavedModel folder: OpenVINO has no
   # conversion for its SelfAdjointEigV2.
   from transforms.models import builtin
@@ -223,9 +247,12 @@ def test_a_model_openvino_cannot_convert_is_noted_and_runs_on_tensorflow(
   meta = json.loads((noted / 'meta.json').read_text())
   assert 'SelfAdjointEigV2' in meta['unconvertible']
   caplog.clear()
+  from transforms.models.engine import ov_split
+  conversions = calls_to(ov_split, 'convert')
   assert load_stylizer(folder, engine='openvino',
                        precision='f32').engine == 'tf'
-  assert 'Converted' not in caplog.text  # Not tried again.
+  assert 'Converted' not in caplog.text  # No child again,
+  assert not conversions  # and no conversion here either.
   assert _converted_folders(own_cache) == [noted]
 
 

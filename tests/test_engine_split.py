@@ -140,26 +140,32 @@ def test_failed_conversion_keeps_logging(model_cache, caplog):
   assert not root.filters
 
 
-def test_openvino_adapter_owns_its_weights(model, images):
+def test_openvino_adapter_owns_its_weights(model, images, monkeypatch):
   # The OpenVINO adapter keeps no reference to the TF model it was
-  # converted from (workers would hold both); its weights are its own, so
-  # it computes what an adapter of a live model does once that model is
-  # freed and its memory reused.
+  # converted from (workers would hold both): its weights are a copy
+  # (share_weights=False), so it computes what an adapter of a live model
+  # does once that model is freed.
   import gc
   import weakref
+  import openvino
   import tensorflow_hub as hub
   from transforms.models import split_model
+  conversions, real = [], openvino.convert_model
+
+  def observed(*args, **kwargs):  # An observer: the conversion still runs.
+    conversions.append(kwargs)
+    return real(*args, **kwargs)
+  monkeypatch.setattr(openvino, 'convert_model', observed)
   loaded = hub.load(str(shared_path('models',
                                     'magenta-arbitrary-v1-256-savedmodel')))
   gone = weakref.ref(loaded)
   orphan = split_model.build('m', 'savedmodel', loaded, 'openvino', 'f32')
+  assert conversions[-1].get('share_weights') is False
   del loaded
   gc.collect()
   assert gone() is None
-  filler = [np.full(1 << 20, 7.0) for _ in range(64)]  # Reuse freed memory.
   content, style = images
   ours = orphan.run_batch(content, orphan.prepare_style(style[0]))
-  del filler
   live = split_model.build('m', 'savedmodel', model, 'openvino', 'f32')
   reference = live.run_batch(content, live.prepare_style(style[0]))
   np.testing.assert_allclose(ours, reference, atol=1e-6)

@@ -392,8 +392,8 @@ def build(handle: str, kind: str, model: Any, engine: str, precision: str,
 
   Args:
     handle: the --model value. kind: 'hub', 'savedmodel' or 'builtin'.
-    model: what tensorflow_hub.load returned (None: `converted` is
-      given and converts).
+    model: what tensorflow_hub.load returned; None only with a
+      `converted` that converted (nothing else to fall back on).
     engine, precision: resolved ('tf'/'openvino', 'f32'/'bf16').
     threads: OpenVINO's threads (0: all cores).
     fallback: the full-call TF adapter (HubStylizer), returned for models

@@ -4,32 +4,35 @@ Converting needs TensorFlow: tensorflow_hub.load, then ov.convert_model on
 the loaded function (ov_split). Importing TensorFlow costs a process about
 500 MB of RSS here (162 MB of its own memory, 333 MB of library pages) that
 OpenVINO never uses once the model is converted. So the conversion and the
-cut at the style vector run in a child process
+cut at the style vector run in a child process (the interpreter running
+this module's main(); by hand: `python -m transforms.models.engine.ov_ir
+MODEL_FOLDER OUT_FOLDER`), which writes the models as OpenVINO IR (xml +
+bin, weights uncompressed) into {STYLIZE_CACHE_DIR}/openvino/<key>/, and the
+workers read them with OpenVINO alone: an `--engine openvino` worker never
+imports TensorFlow for a SavedModel (local, gs:// or .tar.gz; a TF Hub
+handle still does, to download it).
 
-    python -m transforms.models.engine.ov_ir MODEL_FOLDER OUT_FOLDER
-
-which writes the models as OpenVINO IR (xml + bin, weights uncompressed)
-into {STYLIZE_CACHE_DIR}/openvino/<key>/, and the workers read them with
-OpenVINO alone: an `--engine openvino` worker never imports TensorFlow for
-a SavedModel (local, gs:// or .tar.gz; a TF Hub handle still does, to
-download it).
-
-The key covers the model files' digest, OpenVINO's version and this
-converter's own source (this module, ov_split, tf_split, bottleneck), so a
-model replaced in place, another OpenVINO or a changed converter converts
-again. A folder is written in a temporary folder and renamed into place
-under a lock (one conversion per machine at a time; cache.py's pattern),
-and its files' digest is noted and checked before each use
-(cache.cached_copy_intact). A model that OpenVINO cannot convert is noted
-too ('unconvertible'), so later loads go straight to TensorFlow without
-trying again. Where the child fails otherwise (the model does not load, no
-process can be started), load() says why and the caller loads and
-converts in its own process, as before (and reports that load's error).
+The key covers the model files' digest, OpenVINO's, TensorFlow's and
+tensorflow_hub's versions and this converter's own source (this module,
+ov_split, tf_split, bottleneck), so a model replaced in place, another
+library or a changed converter converts again. A conversion is written in
+a temporary folder and renamed into place while the cache folder is locked
+(flock on the folder itself: one conversion per machine at a time, no lock
+files left), and its files' digest is noted and checked before each use
+(cache.cached_copy_intact); a conversion that changed or cannot be read is
+made again. A model that OpenVINO cannot convert (no conversion for one of
+its operations, nothing callable as model(content, style)) is noted too
+('unconvertible'), so later loads go straight to TensorFlow without trying
+again. Where the child fails otherwise (the model does not load, no process
+can be started, it takes over CHILD_TIMEOUT_S) or the cache cannot be
+written, load() says why and the caller loads and converts in its own
+process, as before (a model that does not load then fails with its error).
 """
 
 import dataclasses
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -40,6 +43,10 @@ import tempfile
 from typing import Any, Optional, Tuple
 
 logger = logging.getLogger(__name__)
+
+#: Longest a conversion may take (the Magenta model: ~6 s here): a child
+#: that hangs must not hold every worker of the machine at the lock.
+CHILD_TIMEOUT_S = 1800
 
 META = 'meta.json'
 PREDICTOR, TRANSFER, FULL = 'predictor.xml', 'transfer.xml', 'full.xml'
@@ -64,6 +71,8 @@ def convert_loaded(model: Any) -> Converted:
     fn = tf_split.concrete_function(model)
     content, style = tf_split.image_inputs(fn)
     converted = ov_split.convert(fn)
+  except (MemoryError, OSError):
+    raise  # This machine's trouble, not the model's: not noted.
   except Exception as e:  # pylint: disable=broad-except
     lines = [l.strip(' -') for l in str(e).strip().splitlines()]
     return Converted(unconvertible=next(
@@ -122,6 +131,11 @@ def cache_key(model_folder: str) -> str:
   h = hashlib.sha256()
   h.update(local_tree_digest([model_folder]).encode('ascii'))
   h.update(import_openvino().__version__.encode('utf-8'))
+  for package in ('tensorflow', 'tensorflow-hub'):
+    try:
+      h.update(importlib.metadata.version(package).encode('utf-8'))
+    except importlib.metadata.PackageNotFoundError:
+      h.update(b'-')
   for source in _converter_sources():
     with open(source, 'rb') as f:
       h.update(hashlib.sha256(f.read()).digest())
@@ -135,8 +149,13 @@ def cache_root() -> str:
 
 #: The child's program. `transforms` is found where this process found it:
 #: its folder is appended to the child's path, after the interpreter's own
-#: (put first, a site-packages folder would shadow the standard library).
-_CHILD = ('import sys; sys.path.append(sys.argv.pop(1)); '
+#: (put first, a site-packages folder would shadow the standard library),
+#: and another copy found first (an older install) is refused.
+_CHILD = ('import os, sys; r = sys.argv.pop(1); sys.path.append(r); '
+          'import transforms; t = os.path.realpath(transforms.__file__); '
+          'sys.exit(f"transforms imported from {t}, not from {r}") '
+          'if not t.startswith(os.path.join(os.path.realpath(r), "")) '
+          'else None; '
           'from transforms.models.engine.ov_ir import main; sys.exit(main())')
 
 
@@ -148,13 +167,16 @@ def _run_child(model_folder: str, out: str) -> str:
     done = subprocess.run(
         [sys.executable, '-c', _CHILD, root, model_folder, out],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        errors='replace', check=False)
+        errors='replace', check=False, timeout=CHILD_TIMEOUT_S)
+  except subprocess.TimeoutExpired:
+    return f'the conversion took over {CHILD_TIMEOUT_S} s and was stopped'
   except OSError as e:
     return f'{type(e).__name__}: {e}'
   if done.returncode == 0 and os.path.exists(os.path.join(out, META)):
     return ''
   lines = [l.strip() for l in (done.stderr or '').splitlines() if l.strip()]
-  return (lines[-1] if lines else f'exit status {done.returncode}')[:300]
+  last = lines[-1][:300] if lines else 'no message'
+  return f'{last} (exit status {done.returncode})'
 
 
 def load(model_folder: str) -> Tuple[Optional[Converted], str]:
@@ -170,26 +192,37 @@ def load(model_folder: str) -> Tuple[Optional[Converted], str]:
 def _load(model_folder: str) -> Tuple[Optional[Converted], str]:
   from transforms.models import cache  # pylint: disable=import-outside-toplevel
   root = cache_root()
-  os.makedirs(root, exist_ok=True)
+  os.makedirs(root, mode=0o700, exist_ok=True)
   target = os.path.join(root, cache_key(model_folder))
-  with open(target + '.lock', 'a+b') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)  # One conversion per machine at a time.
-    if os.path.exists(target) and not cache.cached_copy_intact(target):
-      logger.warning('The OpenVINO conversion of %s in %s changed since it '
-                     'was made; converting it again.', model_folder, target)
-      shutil.rmtree(target, ignore_errors=True)
-    if not os.path.exists(target):
-      tmp = tempfile.mkdtemp(prefix='.convert-', dir=root)
-      try:
-        why = _run_child(model_folder, tmp)
-        if why:
-          return None, why
-        cache.cached_copy_intact(tmp)  # Notes its digest.
-        os.rename(tmp, target)
-      finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-      logger.info('Converted %s to OpenVINO in %s', model_folder, target)
-  return read(target), ''
+  folder_lock = os.open(root, os.O_RDONLY)
+  try:
+    fcntl.flock(folder_lock, fcntl.LOCK_EX)  # Released by close().
+    if os.path.exists(target):
+      problem = ('' if cache.cached_copy_intact(target)
+                 else 'changed since it was made')
+      if not problem:
+        try:
+          return read(target), ''
+        except Exception as e:  # pylint: disable=broad-except
+          problem = f'cannot be read ({type(e).__name__}: {e})'
+      logger.warning('The OpenVINO conversion of %s in %s %s; converting '
+                     'it again.', model_folder, target, problem)
+      stale = tempfile.mkdtemp(prefix='.stale-', dir=root)
+      os.rename(target, os.path.join(stale, 'conversion'))
+      shutil.rmtree(stale, ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix='.convert-', dir=root)
+    try:
+      why = _run_child(model_folder, tmp)
+      if why:
+        return None, why
+      cache.cached_copy_intact(tmp)  # Notes its digest.
+      os.rename(tmp, target)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    logger.info('Converted %s to OpenVINO in %s', model_folder, target)
+    return read(target), ''
+  finally:
+    os.close(folder_lock)
 
 
 def main(argv=None) -> int:
