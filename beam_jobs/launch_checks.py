@@ -173,7 +173,10 @@ def model_cache_dirs() -> List[str]:
 
 
 def _holds_files(folder: str) -> bool:
-  return any(files for _, _, files in os.walk(folder))
+  """Files other than the empty lock the OpenVINO conversion cache takes."""
+  from transforms.models.engine.ov_ir import LOCK_FILE
+  return any(f for _, _, files in os.walk(folder) for f in files
+             if f != LOCK_FILE)
 
 
 @contextlib.contextmanager

@@ -276,3 +276,38 @@ def test_a_failed_child_leaves_the_load_to_the_worker_which_says_so(
   assert said in caplog.text
   if cause == 'no python':
     assert _converted_folders(own_cache) == []
+
+
+def test_the_child_ignores_a_transforms_folder_where_the_job_runs(
+    own_cache, tmp_path, monkeypatch):
+  # `python -c` would put the working folder first on the child's path.
+  work = tmp_path / 'work'
+  (work / 'transforms').mkdir(parents=True)
+  (work / 'transforms' / '__init__.py').write_text('raise SystemExit(9)')
+  monkeypatch.chdir(work)
+  from transforms.models.engine import ov_ir
+  converted, why = ov_ir.load(
+      str(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel')))
+  assert not why and converted.parts is not None
+
+
+def test_a_conversion_that_fails_for_want_of_memory_is_not_noted(
+    monkeypatch, tmp_path, model_cache):
+  # Only the model's own refusals are noted for good; the trouble of one
+  # try (memory, files) is not, so the next load tries again.
+  from transforms.models import builtin
+  from transforms.models.engine import ov_ir, ov_split
+  import tensorflow_hub as hub
+  def no_memory(fn):
+    raise MemoryError('no memory left')
+  monkeypatch.setattr(ov_split, 'convert', no_memory)
+  model = hub.load(str(shared_path('models',
+                                   'magenta-arbitrary-v1-256-savedmodel')))
+  failed = ov_ir.convert_loaded(model)
+  assert failed.unconvertible and not failed.lasting
+  with pytest.raises(RuntimeError, match='no memory left'):
+    ov_ir.save(failed, str(tmp_path))
+  assert not (tmp_path / ov_ir.META).exists()
+  monkeypatch.undo()  # The real conversion: a refusal is noted.
+  refused = ov_ir.convert_loaded(hub.load(builtin.ensure_builtin()))
+  assert refused.lasting and 'SelfAdjointEigV2' in refused.unconvertible

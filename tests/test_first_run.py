@@ -156,6 +156,7 @@ CONFIG_ERRORS = {
     'route without router': lambda w: ['--route', 'photo=x.jpg'],
     'missing model': lambda w: ['--model', str(w['tmp'] / 'no-model')],
     'folder that is no model': lambda w: ['--model', str(w['in'])],
+    'broken SavedModel': lambda w: ['--model', str(_broken_savedmodel(w))],
     'model digest': lambda w: ['--model', 'magenta-lite', '--model_sha256',
                                '00'],
     'unreachable hub handle': lambda w: ['--model', _closed_port_handle()],
@@ -164,6 +165,15 @@ CONFIG_ERRORS = {
     'dataflow, local paths': lambda w: ['--runner=DataflowRunner',
                                         '--sdk_container_image=i:1'],
 }
+
+
+def _broken_savedmodel(world):
+  """A folder with a saved_model.pb that is not one: its OpenVINO
+  conversion (a child process, then the launch's own load) fails."""
+  folder = world['tmp'] / 'broken-model'
+  folder.mkdir(exist_ok=True)
+  (folder / 'saved_model.pb').write_bytes(b'not a protobuf')
+  return folder
 
 
 def _yaml(world, text):

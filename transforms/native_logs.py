@@ -134,7 +134,9 @@ def cap_tf_threads(threads: int) -> None:
   """TF's pools get `threads` at once if TF is imported, else when it is."""
   _tf_threads[0] = threads
   if 'tensorflow' in sys.modules:
-    apply_tf_threads(sys.modules['tensorflow'], threads)
+    # Through the import (which applies it): waits for a thread that is
+    # still importing TF rather than using a half-imported module.
+    import_tensorflow()
 
 
 def _import_and_set_up_devices():

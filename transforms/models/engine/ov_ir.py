@@ -17,8 +17,8 @@ tensorflow_hub's versions and this converter's own source (this module,
 ov_split, tf_split, bottleneck), so a model replaced in place, another
 library or a changed converter converts again. A conversion is written in
 a temporary folder and renamed into place while the cache folder is locked
-(flock on the folder itself: one conversion per machine at a time, no lock
-files left), and its files' digest is noted and checked before each use
+(flock on its one LOCK_FILE: one conversion per machine at a time), and
+its files' digest is noted and checked before each use
 (cache.cached_copy_intact); a conversion that changed or cannot be read is
 made again. A model that OpenVINO cannot convert (no conversion for one of
 its operations, nothing callable as model(content, style)) is noted too
@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 CHILD_TIMEOUT_S = 1800
 
 META = 'meta.json'
+LOCK_FILE = '.stylize-lock'
 PREDICTOR, TRANSFER, FULL = 'predictor.xml', 'transfer.xml', 'full.xml'
 
 
@@ -58,6 +59,8 @@ class Converted:
   parts: Any = None  # ov_split.OVSplit: cut at the style vector.
   full: Any = None  # ov.Model of the whole call, where there is no vector.
   unconvertible: str = ''  # Why OpenVINO cannot convert it ('' if it can).
+  lasting: bool = True  # The model's own refusal (noted), not this try's
+  # trouble (memory, files: save() refuses to note it).
 
 
 def convert_loaded(model: Any) -> Converted:
@@ -71,13 +74,13 @@ def convert_loaded(model: Any) -> Converted:
     fn = tf_split.concrete_function(model)
     content, style = tf_split.image_inputs(fn)
     converted = ov_split.convert(fn)
-  except (MemoryError, OSError):
-    raise  # This machine's trouble, not the model's: not noted.
   except Exception as e:  # pylint: disable=broad-except
     lines = [l.strip(' -') for l in str(e).strip().splitlines()]
-    return Converted(unconvertible=next(
-        (l for l in lines if 'No conversion rule' in l),
-        lines[0] if lines else type(e).__name__))
+    refusal = next((l for l in lines if 'No conversion rule' in l), '')
+    return Converted(
+        unconvertible=refusal or (lines[0] if lines else type(e).__name__),
+        lasting=bool(refusal) or isinstance(e, tf_split.NotSplittable) or
+        type(e).__name__ == 'OpConversionFailure')
   parts = ov_split.cut(converted, None, content.name, style.name)
   return Converted(parts=parts, full=None if parts else converted)
 
@@ -86,6 +89,8 @@ def save(converted: Converted, folder: str) -> None:
   """Writes the models (IR, f32 weights as they are) and META, last."""
   from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
   ov = import_openvino()
+  if converted.unconvertible and not converted.lasting:
+    raise RuntimeError(f'conversion failed: {converted.unconvertible}')
   meta = {'unconvertible': converted.unconvertible}
   if converted.parts is not None:
     ov.save_model(converted.parts.predictor, os.path.join(folder, PREDICTOR),
@@ -151,11 +156,14 @@ def cache_root() -> str:
 #: its folder is appended to the child's path, after the interpreter's own
 #: (put first, a site-packages folder would shadow the standard library),
 #: and another copy found first (an older install) is refused.
-_CHILD = ('import os, sys; r = sys.argv.pop(1); sys.path.append(r); '
+#: The working folder is dropped from the path (`-c` puts it first; `-P`
+#: needs Python 3.11).
+_CHILD = ('import os, sys; r = sys.argv.pop(1); '
+          'sys.path[:] = [p for p in sys.path if p not in ("", ".")] + [r]; '
           'import transforms; t = os.path.realpath(transforms.__file__); '
           'sys.exit(f"transforms imported from {t}, not from {r}") '
-          'if not t.startswith(os.path.join(os.path.realpath(r), "")) '
-          'else None; '
+          'if os.path.dirname(t) != os.path.join(os.path.realpath(r), '
+          '"transforms") else None; '
           'from transforms.models.engine.ov_ir import main; sys.exit(main())')
 
 
@@ -185,7 +193,11 @@ def load(model_folder: str) -> Tuple[Optional[Converted], str]:
   cannot be written."""
   try:
     return _load(model_folder)
-  except OSError as e:
+  except MemoryError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # The worker converts itself: slower to start and more memory, but
+    # nothing about the cache can stop a job.
     return None, f'{type(e).__name__}: {e}'
 
 
@@ -194,7 +206,11 @@ def _load(model_folder: str) -> Tuple[Optional[Converted], str]:
   root = cache_root()
   os.makedirs(root, mode=0o700, exist_ok=True)
   target = os.path.join(root, cache_key(model_folder))
-  folder_lock = os.open(root, os.O_RDONLY)
+  # One lock file for the folder, opened for writing (flock on NFS needs
+  # that); left empty, and ignored where a launch cleans up after a config
+  # error (beam_jobs/launch_checks.py).
+  folder_lock = os.open(os.path.join(root, LOCK_FILE),
+                        os.O_RDWR | os.O_CREAT, 0o600)
   try:
     fcntl.flock(folder_lock, fcntl.LOCK_EX)  # Released by close().
     if os.path.exists(target):
@@ -203,6 +219,8 @@ def _load(model_folder: str) -> Tuple[Optional[Converted], str]:
       if not problem:
         try:
           return read(target), ''
+        except MemoryError:
+          raise
         except Exception as e:  # pylint: disable=broad-except
           problem = f'cannot be read ({type(e).__name__}: {e})'
       logger.warning('The OpenVINO conversion of %s in %s %s; converting '
