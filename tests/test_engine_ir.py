@@ -183,7 +183,11 @@ def test_a_replaced_model_or_a_changed_conversion_converts_again(
   model = tmp_path / 'model'
   shutil.copytree(shared_path('models', 'magenta-arbitrary-v1-256-savedmodel'),
                   model)
+  killed = own_cache / 'openvino' / '.convert-killed'  # A worker killed
+  killed.mkdir(parents=True)  # mid-conversion left it.
+  (killed / 'transfer.bin').write_bytes(b'half')
   first, _ = ov_ir.load(str(model))
+  assert not killed.exists()
   (before,) = _converted_folders(own_cache)
   # Replaced in place (a file more): another key, converted again.
   (model / 'assets').mkdir(exist_ok=True)

@@ -213,6 +213,11 @@ def _load(model_folder: str) -> Tuple[Optional[Converted], str]:
                         os.O_RDWR | os.O_CREAT, 0o600)
   try:
     fcntl.flock(folder_lock, fcntl.LOCK_EX)  # Released by close().
+    for name in os.listdir(root):
+      if name.startswith(('.convert-', '.stale-')):
+        # Left by a process killed mid-conversion: none runs now (a
+        # conversion holds the lock).
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     if os.path.exists(target):
       problem = ('' if cache.cached_copy_intact(target)
                  else 'changed since it was made')
