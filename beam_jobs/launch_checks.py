@@ -226,7 +226,7 @@ def try_model(handle: str, style: np.ndarray, tf_threads: int,
   from transforms.models.loader import load_stylizer
   from transforms.stylize import configure_tf_threads
   from transforms.stylize import try_model as try_stylizer
-  configure_tf_threads(tf_threads, handle)
+  configure_tf_threads(tf_threads)
   try:
     stylizer = load_stylizer(handle, threads=tf_threads,
                              expected_sha256=sha256,

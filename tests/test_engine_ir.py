@@ -120,7 +120,7 @@ def test_multi_process_workers_never_import_tensorflow(tmp_path):
 CAP = '''
 import sys
 from transforms.stylize import configure_tf_threads
-configure_tf_threads(3, sys.argv[1])
+configure_tf_threads(3)
 print('imported:', 'tensorflow' in sys.modules)
 from transforms.native_logs import import_tensorflow
 tf = import_tensorflow()

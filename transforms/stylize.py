@@ -25,34 +25,20 @@ logger = logging.getLogger(__name__)
 FAILED = 'failed'
 
 
-def configure_tf_threads(threads: int, model_handle: Optional[str] = None
-                         ) -> None:
+def configure_tf_threads(threads: int) -> None:
   """Caps TF's thread pools so parallel workers do not oversubscribe cores.
 
   0 leaves TF's defaults. Applied when TF is first imported in the process
   (native_logs.cap_tf_threads), or at once if it is; only possible before
   TF runs its first op, later calls are ignored (logged), e.g. in a
   launcher that already validated the model in-process. Nothing imports TF
-  for this: an OpenVINO worker (engine.ov_ir) and a TF Lite model (LiteRT,
-  its own thread count) never import it at all.
+  for this, so a process that never needs TF (an OpenVINO worker,
+  engine.ov_ir; a TF Lite model on LiteRT, with its own thread count)
+  never imports it.
   """
-  if not threads or (model_handle and uses_litert(model_handle)):
-    return
-  from transforms.native_logs import cap_tf_threads
-  cap_tf_threads(threads)
-
-
-def uses_litert(model_handle: str) -> bool:
-  """An embedded TF Lite model or named .tflite files (cheap: no listing of
-  remote folders)."""
-  from transforms.models import embedded
-  if embedded.is_embedded(model_handle):
-    return True
-  parts = [p.strip() for p in model_handle.split(',')]
-  if all(p.endswith('.tflite') for p in parts):
-    return True
-  return len(parts) == 1 and os.path.isdir(parts[0]) and any(
-      f.endswith('.tflite') for f in os.listdir(parts[0]))
+  if threads:
+    from transforms.native_logs import cap_tf_threads
+    cap_tf_threads(threads)
 
 
 LOAD_LOG_ENV = 'STYLIZE_MODEL_LOAD_LOG'
@@ -110,7 +96,7 @@ def load_model_and_styles(model_handle: str, styles: Sequence[StyleRef],
   the load rather than making outputs the markers would misname.
   """
   from transforms.models.loader import load_stylizer
-  configure_tf_threads(tf_threads, model_handle)
+  configure_tf_threads(tf_threads)
   start = time.perf_counter()
   stylizer = load_stylizer(model_handle, threads=tf_threads,
                            expected_sha256=model_sha256,
