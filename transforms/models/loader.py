@@ -88,12 +88,14 @@ def load_stylizer(handle: str, threads: int = 0,
   return sharing.shared_load(
       ('stylizer',) + key if expected_fingerprint else None,
       lambda: _load(handle, threads, expected_sha256, engine, resolved,
-                    resolved_precision, max_shapes, exact_buckets))
+                    resolved_precision, max_shapes, exact_buckets,
+                    expected_fingerprint))
 
 
 def _load(handle: str, threads: int, expected_sha256: Optional[str],
           engine: str, resolved: str, resolved_precision: str,
-          max_shapes: int, exact_buckets: bool) -> Stylizer:
+          max_shapes: int, exact_buckets: bool,
+          fingerprint: Optional[str] = None) -> Stylizer:
   """load_stylizer's work, on the resolved engine and precision."""
   from transforms.models.engine import buckets
   original = handle
@@ -131,7 +133,9 @@ def _load(handle: str, threads: int, expected_sha256: Optional[str],
     if resolved == 'openvino' and folder and os.path.isdir(folder):
       # Converted in a child process (once per machine): this process
       # need not import TensorFlow at all.
-      converted, why = ov_ir.load(folder)
+      converted, why = ov_ir.load(folder,
+                                  _verified_digest(original, folder,
+                                                   fingerprint))
       if why:
         logger.info('Converting %s for OpenVINO in a separate process '
                     'failed: %s', original, why)
@@ -194,6 +198,20 @@ def _load_local(handle: str, threads: int) -> Stylizer:
     path = _savedmodel_path(handle)
     return HubStylizer(handle, path=path, kind='savedmodel')
   return HubStylizer(handle)
+
+
+def _verified_digest(original: str, folder: str,
+                     fingerprint: Optional[str]) -> Optional[str]:
+  """The digest of `folder`'s files where the launch's fingerprint is of
+  this very folder (a local SavedModel) and verify_fingerprint has just
+  checked it, so it need not be read again; else None."""
+  if not fingerprint or not fingerprint.startswith('sha256:'):
+    return None
+  local = embedded.resolve(original)
+  local = local[len('file://'):] if local.startswith('file://') else local
+  if ',' in local or os.path.realpath(local) != os.path.realpath(folder):
+    return None
+  return fingerprint[len('sha256:'):]
 
 
 def _savedmodel_path(handle: str) -> str:

@@ -129,12 +129,14 @@ def _converter_sources() -> Tuple[str, ...]:
                                     tf_split, bottleneck))
 
 
-def cache_key(model_folder: str) -> str:
-  """The model files' digest, OpenVINO's version, the converter's source."""
+def cache_key(model_folder: str, digest: Optional[str] = None) -> str:
+  """The model files' digest (computed unless given: the launch's
+  fingerprint of this folder, just verified), the libraries' versions, the
+  converter's source."""
   from transforms.identity import local_tree_digest  # pylint: disable=import-outside-toplevel
   from transforms.models.engine.openvino_import import import_openvino  # pylint: disable=import-outside-toplevel
   h = hashlib.sha256()
-  h.update(local_tree_digest([model_folder]).encode('ascii'))
+  h.update((digest or local_tree_digest([model_folder])).encode('ascii'))
   h.update(import_openvino().__version__.encode('utf-8'))
   for package in ('tensorflow', 'tensorflow-hub'):
     try:
@@ -187,12 +189,13 @@ def _run_child(model_folder: str, out: str) -> str:
   return f'{last} (exit status {done.returncode})'
 
 
-def load(model_folder: str) -> Tuple[Optional[Converted], str]:
+def load(model_folder: str, digest: Optional[str] = None
+         ) -> Tuple[Optional[Converted], str]:
   """(the model converted, '') from the cache, converted there first by a
   child where it is not; (None, why) where the child failed or the cache
   cannot be written."""
   try:
-    return _load(model_folder)
+    return _load(model_folder, digest)
   except MemoryError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -201,11 +204,12 @@ def load(model_folder: str) -> Tuple[Optional[Converted], str]:
     return None, f'{type(e).__name__}: {e}'
 
 
-def _load(model_folder: str) -> Tuple[Optional[Converted], str]:
+def _load(model_folder: str, digest: Optional[str]
+          ) -> Tuple[Optional[Converted], str]:
   from transforms.models import cache  # pylint: disable=import-outside-toplevel
   root = cache_root()
   os.makedirs(root, mode=0o700, exist_ok=True)
-  target = os.path.join(root, cache_key(model_folder))
+  target = os.path.join(root, cache_key(model_folder, digest))
   # One lock file for the folder, opened for writing (flock on NFS needs
   # that); left empty, and ignored where a launch cleans up after a config
   # error (beam_jobs/launch_checks.py).
